@@ -1,0 +1,4 @@
+#ifndef SHARDGATE_VERSION_H
+#define SHARDGATE_VERSION_H
+#define SHARDGATE_VERSION "0.1.0"
+#endif

@@ -1,0 +1,584 @@
+/*
+ * client.c - connections from applications: startup, login, and the loop
+ * that hands each message to a server connection.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/io.h"
+#include "net/net.h"
+#include "pool/pool.h"
+#include "proto/proto.h"
+
+const char *client_state_name(client_state_t state)
+{
+	switch (state) {
+	case CLIENT_STARTUP:
+		return "startup";
+	case CLIENT_LOGIN:
+		return "login";
+	case CLIENT_IDLE:
+		return "idle";
+	case CLIENT_WAITING:
+		return "waiting";
+	case CLIENT_ACTIVE:
+		return "active";
+	case CLIENT_CLOSED:
+		return "closed";
+	}
+	return "unknown";
+}
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg);
+static void client_on_write(evutil_socket_t fd, short what, void *arg);
+
+static void list_add(worker_t *w, client_t *c)
+{
+	c->prev = NULL;
+	c->next = w->clients;
+	if (w->clients)
+		w->clients->prev = c;
+	w->clients = c;
+	w->n_clients++;
+}
+
+static void list_remove(worker_t *w, client_t *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	w->n_clients--;
+}
+
+/* Sends an error before the connection is even a client (too many). */
+static void refuse_socket(int fd, const char *sqlstate, const char *message)
+{
+	buf_t b = {0};
+	if (proto_put_error(&b, "FATAL", sqlstate, message)) {
+		ssize_t n = send(fd, buf_head(&b), buf_avail(&b), MSG_NOSIGNAL);
+		(void)n;
+	}
+	buf_free(&b);
+	close(fd);
+}
+
+void client_accept(worker_t *w, int fd, const char *addr)
+{
+	const config_t *cfg = w->config;
+	if (atomic_load(&proxy.stopping)) {
+		refuse_socket(fd, "57P03", "the proxy is shutting down");
+		return;
+	}
+	if (atomic_fetch_add(&proxy.n_clients, 1) >= cfg->max_client_conn) {
+		atomic_fetch_sub(&proxy.n_clients, 1);
+		log_warning("client_refused", "\"reason\":\"max_client_conn\",\"addr\":\"%s\"", addr);
+		refuse_socket(fd, "53300", "sorry, too many clients already (max_client_conn)");
+		return;
+	}
+	client_t *c = calloc(1, sizeof(*c));
+	if (!c) {
+		atomic_fetch_sub(&proxy.n_clients, 1);
+		close(fd);
+		return;
+	}
+	c->worker = w;
+	c->fd = fd;
+	c->id = atomic_fetch_add(&proxy.next_client_id, 1) + 1;
+	c->state = CLIENT_STARTUP;
+	c->connect_ms = net_now_ms();
+	snprintf(c->addr, sizeof(c->addr), "%s", addr);
+	c->ev_read = event_new(w->base, fd, EV_READ | EV_PERSIST, client_on_read, c);
+	c->ev_write = event_new(w->base, fd, EV_WRITE, client_on_write, c);
+	if (!c->ev_read || !c->ev_write) {
+		if (c->ev_read)
+			event_free(c->ev_read);
+		if (c->ev_write)
+			event_free(c->ev_write);
+		free(c);
+		atomic_fetch_sub(&proxy.n_clients, 1);
+		close(fd);
+		return;
+	}
+	list_add(w, c);
+	event_add(c->ev_read, NULL);
+	log_debug("client_accept", "\"client\":%llu,\"addr\":\"%s\"", (unsigned long long)c->id,
+		  addr);
+}
+
+void client_flush(client_t *c)
+{
+	if (c->state == CLIENT_CLOSED)
+		return;
+	if (!io_flush(c->fd, &c->out, c->ev_write)) {
+		client_close(c, "write failed");
+		return;
+	}
+	/* Too much waiting for a slow reader: stop reading its server. */
+	if (c->server && buf_avail(&c->out) > IO_HIGH_WATER) {
+		event_del(c->server->ev_read);
+	}
+}
+
+/* Returns the linked server after the client goes away. */
+static void detach_server(client_t *c)
+{
+	server_t *s = c->server;
+	if (!s)
+		return;
+	c->server = NULL;
+	s->client = NULL;
+	bool clean = s->pending_count == 0 && s->tx_status == 'I' && !s->skipping &&
+		     buf_avail(&s->out) == 0;
+	if (!clean) {
+		server_close(s, "client left during a transaction");
+		return;
+	}
+	if (c->worker->config->pool.mode == POOL_SESSION) {
+		/* Session state of the departed client must not reach the next. */
+		for (int i = s->params.n - 1; i >= 0; i--)
+			if (s->params.flags[i] & PARAM_EXTRA)
+				params_remove(&s->params, s->params.names[i]);
+		relay_drop_stmts(s);
+		s->state = SERVER_RESETTING;
+		relay_send_internal_query(s, "DISCARD ALL");
+		server_flush(s);
+		return;
+	}
+	pool_release(s);
+}
+
+void client_close(client_t *c, const char *reason)
+{
+	if (c->state == CLIENT_CLOSED)
+		return;
+	worker_t *w = c->worker;
+	if (c->state == CLIENT_WAITING || (c->state == CLIENT_LOGIN && !c->server))
+		pool_cancel_wait(c->pool, c);
+	detach_server(c);
+	c->state = CLIENT_CLOSED;
+	if (c->logged_in)
+		hashmap_remove(&w->clients_by_key, &c->cancel_pid, sizeof(c->cancel_pid));
+	event_del(c->ev_read);
+	event_del(c->ev_write);
+	if (c->ev_timer)
+		event_del(c->ev_timer);
+	close(c->fd);
+	c->fd = -1;
+	list_remove(w, c);
+	atomic_fetch_sub(&proxy.n_clients, 1);
+	char esc[256];
+	log_event(c->logged_in ? LOG_DEBUG : LOG_INFO, "client_close",
+		  "\"client\":%llu,\"user\":\"%s\",\"reason\":\"%s\"", (unsigned long long)c->id,
+		  log_json_escape(esc, sizeof(esc), c->user), reason);
+	c->in_free_list = true;
+	c->next = w->free_clients;
+	w->free_clients = c;
+	worker_schedule_reap(w);
+}
+
+static void free_stmt_entry(const void *key, size_t len, void *value, void *arg)
+{
+	(void)key;
+	(void)len;
+	stmt_unref(arg, value);
+}
+
+void client_free(client_t *c)
+{
+	hashmap_foreach(&c->stmts, free_stmt_entry, c->worker);
+	hashmap_destroy(&c->stmts);
+	params_free(&c->params);
+	if (c->ev_read)
+		event_free(c->ev_read);
+	if (c->ev_write)
+		event_free(c->ev_write);
+	if (c->ev_timer)
+		event_free(c->ev_timer);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c);
+}
+
+void client_fatal(client_t *c, const char *sqlstate, const char *message)
+{
+	if (c->state == CLIENT_CLOSED)
+		return;
+	char esc[512];
+	log_warning("client_error", "\"client\":%llu,\"sqlstate\":\"%s\",\"message\":\"%s\"",
+		    (unsigned long long)c->id, sqlstate, log_json_escape(esc, sizeof(esc), message));
+	proto_put_error(&c->out, "FATAL", sqlstate, message);
+	/* Best effort: the connection closes right after. */
+	if (buf_avail(&c->out) > 0) {
+		ssize_t n = send(c->fd, buf_head(&c->out), buf_avail(&c->out), MSG_NOSIGNAL);
+		(void)n;
+	}
+	client_close(c, message);
+}
+
+void client_on_pool_error(client_t *c, const char *sqlstate, const char *message)
+{
+	client_fatal(c, sqlstate, message);
+}
+
+client_t *client_find_by_cancel(worker_t *w, uint32_t pid)
+{
+	return hashmap_get(&w->clients_by_key, &pid, sizeof(pid));
+}
+
+/* Sends AuthenticationOk, the session's parameters, BackendKeyData and
+ * ReadyForQuery (protocol-flow, "Start-up"). */
+static void finish_login(client_t *c)
+{
+	server_t *s = c->server;
+	pool_t *pool = c->pool;
+	if (s) {
+		/* The server's values are the truth: normalized, or refused. */
+		for (int i = 0; i < s->params.n; i++)
+			if (!(s->params.flags[i] & PARAM_EXTRA))
+				params_set(&c->params, s->params.names[i], s->params.values[i], 0);
+		if (!pool->has_welcome) {
+			for (int i = 0; i < s->params.n; i++)
+				if (!(s->params.flags[i] & PARAM_EXTRA))
+					params_set(&pool->welcome, s->params.names[i],
+						   s->params.values[i], 0);
+			pool->has_welcome = true;
+		}
+	}
+	worker_t *w = c->worker;
+	do {
+		uint32_t r;
+		RAND_bytes((unsigned char *)&r, sizeof(r));
+		c->cancel_pid = ((uint32_t)w->index << 24) | (r & 0xffffff);
+	} while (c->cancel_pid == 0 || client_find_by_cancel(w, c->cancel_pid));
+	RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
+	hashmap_put(&w->clients_by_key, &c->cancel_pid, sizeof(c->cancel_pid), c);
+
+	proto_put_auth_request(&c->out, 0, NULL, 0);
+	for (int i = 0; i < c->params.n; i++)
+		if (!(c->params.flags[i] & PARAM_EXTRA))
+			proto_put_parameter_status(&c->out, c->params.names[i],
+						   c->params.values[i]);
+	proto_put_backend_key(&c->out, c->cancel_pid, c->cancel_key);
+	proto_put_ready(&c->out, 'I');
+	c->logged_in = true;
+	if (c->ev_timer)
+		event_del(c->ev_timer);
+	char esc[256];
+	log_debug("client_login", "\"client\":%llu,\"user\":\"%s\",\"database\":\"%s\"",
+		  (unsigned long long)c->id, log_json_escape(esc, sizeof(esc), c->user),
+		  c->database);
+
+	if (s && w->config->pool.mode == POOL_TRANSACTION) {
+		c->server = NULL;
+		s->client = NULL;
+		c->state = CLIENT_IDLE;
+		pool_release(s);
+	} else {
+		c->state = s ? CLIENT_ACTIVE : CLIENT_IDLE;
+	}
+	io_resume_read(c->ev_read, &c->read_paused);
+	client_flush(c);
+}
+
+/* True when a new client can be welcomed with the pool's cached
+ * parameters, without a round trip to a server. */
+static bool can_welcome_from_cache(const client_t *c)
+{
+	const pool_t *pool = c->pool;
+	if (!pool->has_welcome)
+		return false;
+	for (int i = 0; i < c->params.n; i++) {
+		const char *name = c->params.names[i], *value = c->params.values[i];
+		if (c->params.flags[i] & PARAM_EXTRA)
+			continue;
+		if (strcasecmp(name, "application_name") == 0) {
+			for (const char *p = value; *p; p++)
+				if (*p < 32 || *p > 126)
+					return false;
+			continue;
+		}
+		const char *have = params_get(&pool->welcome, name);
+		if (!have || strcmp(have, value) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Applies "-c name=value" and "--name=value" words of the options parameter. */
+static void apply_options(client_t *c, const char *options)
+{
+	char copy[PROTO_STARTUP_MAX];
+	snprintf(copy, sizeof(copy), "%s", options);
+	char *save = NULL;
+	bool expect_setting = false;
+	for (char *word = strtok_r(copy, " \t", &save); word; word = strtok_r(NULL, " \t", &save)) {
+		char *setting = NULL;
+		if (expect_setting) {
+			setting = word;
+			expect_setting = false;
+		} else if (strcmp(word, "-c") == 0) {
+			expect_setting = true;
+		} else if (strncmp(word, "-c", 2) == 0) {
+			setting = word + 2;
+		} else if (strncmp(word, "--", 2) == 0) {
+			setting = word + 2;
+		}
+		char *eq = setting ? strchr(setting, '=') : NULL;
+		if (!eq)
+			continue;
+		*eq = '\0';
+		for (char *p = setting; *p; p++)
+			if (*p == '-')
+				*p = '_';
+		params_set(&c->params, setting, eq + 1, params_is_synced(setting) ? 0 : PARAM_EXTRA);
+	}
+}
+
+static bool handle_cancel(client_t *c, const proto_startup_t *st)
+{
+	int owner = (int)(st->cancel_pid >> 24);
+	if (owner == c->worker->index) {
+		client_t *target = client_find_by_cancel(c->worker, st->cancel_pid);
+		if (target && target->cancel_key == st->cancel_key && target->server)
+			server_send_cancel(target->server);
+	} else {
+		worker_route_cancel(st->cancel_pid, st->cancel_key);
+	}
+	client_close(c, "cancel request");
+	return false;
+}
+
+/* Handles one startup-phase packet; false when the client is closed. */
+static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
+{
+	proto_startup_t st;
+	startup_status_t rc = proto_parse_startup(packet, len, &st);
+	if (rc != STARTUP_OK) {
+		client_fatal(c, rc == STARTUP_BAD_VERSION ? "0A000" : "08P01",
+			     startup_status_name(rc));
+		return false;
+	}
+	if (st.code == PROTO_SSL_REQUEST || st.code == PROTO_GSSENC_REQUEST) {
+		buf_append(&c->out, "N", 1);
+		client_flush(c);
+		return c->state != CLIENT_CLOSED;
+	}
+	if (st.code == PROTO_CANCEL_REQUEST)
+		return handle_cancel(c, &st);
+
+	if (strlen(st.user) > CONFIG_NAME_MAX || strlen(st.database) > CONFIG_NAME_MAX) {
+		client_fatal(c, "08P01", "user or database name too long");
+		return false;
+	}
+	snprintf(c->user, sizeof(c->user), "%s", st.user);
+	snprintf(c->database, sizeof(c->database), "%s", st.database);
+	const config_t *cfg = c->worker->config;
+	for (int i = 0; i < st.n_params; i++) {
+		const char *name = st.names[i], *value = st.values[i];
+		if (strcmp(name, "replication") == 0) {
+			if (strcmp(value, "false") != 0 && strcmp(value, "0") != 0 &&
+			    strcmp(value, "off") != 0 && strcmp(value, "no") != 0) {
+				client_fatal(c, "0A000",
+					     "replication connections are not supported by shardgate");
+				return false;
+			}
+			continue;
+		}
+		if (strcmp(name, "options") == 0) {
+			apply_options(c, value);
+			continue;
+		}
+		if (strncmp(name, "_pq_.", 5) == 0)
+			continue; /* protocol extensions: none supported, none needed */
+		params_set(&c->params, name, value, params_is_synced(name) ? 0 : PARAM_EXTRA);
+	}
+	if (cfg->auth.method != AUTH_TRUST) {
+		client_fatal(c, "28000",
+			     "client authentication other than trust is not available in this build");
+		return false;
+	}
+	const char *backend_user = cfg->backend.user[0] ? cfg->backend.user : c->user;
+	const char *backend_db = c->database;
+	c->pool = pool_get(c->worker, cfg->default_shard, 0, backend_user, backend_db);
+	if (!c->pool) {
+		client_fatal(c, "53200", "out of memory");
+		return false;
+	}
+	/* Start from the server's parameters, then the client's own wishes. */
+	if (c->pool->has_welcome) {
+		params_t mine = c->params;
+		memset(&c->params, 0, sizeof(c->params));
+		params_copy(&c->params, &c->pool->welcome);
+		params_copy(&c->params, &mine);
+		params_free(&mine);
+	}
+	c->state = CLIENT_LOGIN;
+	if (can_welcome_from_cache(c)) {
+		finish_login(c);
+		return c->state != CLIENT_CLOSED;
+	}
+	io_pause_read(c->ev_read, &c->read_paused);
+	if (pool_acquire(c->pool, c))
+		client_on_linked(c);
+	return false; /* nothing more to read until logged in */
+}
+
+/*
+ * Runs the client's complete messages in data[0..len); returns how many
+ * bytes it consumed. Stops early when it must wait for a server.
+ */
+static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
+{
+	size_t pos = 0;
+	const config_t *cfg = c->worker->config;
+	while (pos < len && c->state != CLIENT_CLOSED) {
+		uint8_t type;
+		size_t total;
+		frame_status_t st;
+		if (c->state == CLIENT_STARTUP) {
+			st = proto_frame_startup(data + pos, len - pos, PROTO_STARTUP_MAX, &total);
+		} else if (c->state == CLIENT_LOGIN || c->state == CLIENT_WAITING) {
+			break;
+		} else {
+			st = proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total);
+		}
+		if (st == FRAME_NEED_MORE)
+			break;
+		if (st != FRAME_OK) {
+			char text[160];
+			if (st == FRAME_TOO_LARGE)
+				snprintf(text, sizeof(text),
+					 "message of %u bytes exceeds the limit of %zu bytes",
+					 buf_get_u32(data + pos + (c->state == CLIENT_STARTUP ? 0 : 1)),
+					 c->state == CLIENT_STARTUP ? (size_t)PROTO_STARTUP_MAX
+								    : cfg->max_message_size);
+			else
+				snprintf(text, sizeof(text), "invalid message length");
+			client_fatal(c, "08P01", text);
+			return pos;
+		}
+		const uint8_t *msg = data + pos;
+		if (c->state == CLIENT_STARTUP) {
+			pos += total;
+			if (!handle_startup(c, msg, total))
+				return pos;
+			continue;
+		}
+		if (type == 'X') {
+			client_close(c, "client terminated");
+			return pos + total;
+		}
+		if (!c->server) {
+			if (type == 'd' || type == 'c' || type == 'f' || type == 'H') {
+				/* Outside COPY PostgreSQL ignores these too. */
+				pos += total;
+				continue;
+			}
+			if (!pool_acquire(c->pool, c)) {
+				if (c->state != CLIENT_CLOSED)
+					io_pause_read(c->ev_read, &c->read_paused);
+				break;
+			}
+			c->state = CLIENT_ACTIVE;
+			relay_prepare_link(c->server, c);
+		}
+		if (!relay_client_message(c, type, msg, total))
+			return pos + total;
+		pos += total;
+	}
+	return pos;
+}
+
+void client_process_input(client_t *c)
+{
+	if (c->state == CLIENT_CLOSED || buf_avail(&c->in) == 0) {
+		if (c->state != CLIENT_CLOSED && c->state != CLIENT_WAITING &&
+		    c->state != CLIENT_LOGIN)
+			io_resume_read(c->ev_read, &c->read_paused);
+		return;
+	}
+	io_view_t v;
+	io_view_buffer(&c->in, &v);
+	size_t used = run_messages(c, v.data, v.len);
+	if (c->state == CLIENT_CLOSED)
+		return;
+	io_keep(&c->in, &v, used);
+	if (c->server)
+		server_flush(c->server);
+	client_flush(c);
+	if (c->state == CLIENT_IDLE || c->state == CLIENT_ACTIVE)
+		io_resume_read(c->ev_read, &c->read_paused);
+}
+
+/* Called when a server connection has been linked to the client. */
+void client_on_linked(client_t *c)
+{
+	server_t *s = c->server;
+	if (c->state == CLIENT_LOGIN) {
+		if (!c->login_params_sent) {
+			c->login_params_sent = true;
+			if (relay_prepare_link(s, c)) {
+				server_flush(s);
+				return; /* finish when the SETs are answered */
+			}
+		}
+		finish_login(c);
+		if (c->state != CLIENT_CLOSED)
+			client_process_input(c);
+		return;
+	}
+	c->state = CLIENT_ACTIVE;
+	relay_prepare_link(s, c);
+	client_process_input(c);
+	if (c->server)
+		server_flush(c->server);
+}
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	client_t *c = arg;
+	(void)fd;
+	(void)what;
+	io_view_t v;
+	int rc = io_read(c->worker, c->fd, &c->in, &v);
+	if (rc == IO_AGAIN)
+		return;
+	if (rc != IO_OK) {
+		client_close(c, rc == IO_EOF ? "client closed the connection" : "read failed");
+		return;
+	}
+	size_t used = run_messages(c, v.data, v.len);
+	if (c->state == CLIENT_CLOSED)
+		return;
+	io_keep(&c->in, &v, used);
+	/* A message that is not complete yet must still fit the limit. */
+	if (c->server) {
+		server_flush(c->server);
+		if (c->server && buf_avail(&c->server->out) > IO_HIGH_WATER)
+			io_pause_read(c->ev_read, &c->read_paused);
+	}
+	client_flush(c);
+}
+
+static void client_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	client_t *c = arg;
+	(void)fd;
+	(void)what;
+	client_flush(c);
+	if (c->state != CLIENT_CLOSED && c->server && buf_avail(&c->out) < IO_LOW_WATER &&
+	    c->server->state != SERVER_CLOSED)
+		event_add(c->server->ev_read, NULL);
+}

@@ -1,0 +1,263 @@
+/*
+ * net.h - the proxy's connections: workers, clients and server connections.
+ *
+ * Each worker thread owns an event loop, a listener (SO_REUSEPORT), its
+ * clients, its server connections and its pools. A client lives on one
+ * worker for its life and uses only that worker's server connections, so
+ * nothing on the per-message path takes a lock. The only cross-thread
+ * traffic is a CancelRequest that arrives on another worker's listener; it
+ * is handed over through a small locked queue.
+ */
+#ifndef SHARDGATE_NET_H
+#define SHARDGATE_NET_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/hashmap.h"
+#include "proto/auth.h"
+
+struct event;
+struct event_base;
+typedef struct worker worker_t;
+typedef struct client client_t;
+typedef struct server server_t;
+typedef struct pool pool_t;
+
+/* Run-time parameters of a session: name -> value. */
+typedef struct {
+	int n;
+	int cap;
+	char **names;
+	char **values;
+	uint8_t *flags; /* PARAM_* */
+} params_t;
+
+#define PARAM_EXTRA 1 /* not reported by the server (GUC_REPORT): set by us */
+
+void params_set(params_t *p, const char *name, const char *value, uint8_t flags);
+const char *params_get(const params_t *p, const char *name);
+void params_remove(params_t *p, const char *name);
+void params_copy(params_t *dst, const params_t *src);
+void params_free(params_t *p);
+/* True for the reported parameters a client may change and a server
+ * connection must therefore match before it serves that client. */
+bool params_is_synced(const char *name);
+
+/*
+ * A prepared statement's text and parameter types, interned per worker so
+ * that clients preparing the same statement share one server-side copy
+ * (named "_sg<id>") on every server connection of the worker.
+ */
+typedef struct stmt {
+	uint64_t id;
+	int refs;
+	char *query;
+	size_t query_len;
+	uint8_t *types; /* Int16 count + Int32 OIDs as in Parse */
+	size_t types_len;
+	uint8_t *key; /* types + query, the interning key */
+	size_t key_len;
+} stmt_t;
+
+stmt_t *stmt_intern(worker_t *w, const char *query, size_t query_len, const uint8_t *types,
+		    size_t types_len);
+void stmt_ref(stmt_t *s);
+void stmt_unref(worker_t *w, stmt_t *s);
+
+/* What a server owes for each message sent to it, in order. */
+typedef enum {
+	PENDING_QUERY,	  /* simple Query or FunctionCall: ends at ReadyForQuery */
+	PENDING_SYNC,	  /* ends at ReadyForQuery */
+	PENDING_PARSE,	  /* ParseComplete */
+	PENDING_BIND,	  /* BindComplete */
+	PENDING_CLOSE,	  /* CloseComplete */
+	PENDING_DESCRIBE, /* [ParameterDescription] RowDescription | NoData */
+	PENDING_EXECUTE	  /* CommandComplete | EmptyQueryResponse | PortalSuspended */
+} pending_kind_t;
+
+typedef enum {
+	ACTION_FORWARD, /* the client's message: relay the responses */
+	ACTION_DROP,	/* the proxy's own message: swallow the responses */
+	ACTION_SYNTH	/* answered by the proxy: send `synth` when it is first */
+} pending_action_t;
+
+typedef struct {
+	uint8_t kind;
+	uint8_t action;
+	uint8_t synth;	 /* message type to synthesize */
+	stmt_t *created; /* a Parse that registered this statement */
+} pending_t;
+
+typedef enum {
+	SERVER_CONNECTING,
+	SERVER_LOGIN,
+	SERVER_IDLE,   /* in its pool's idle list */
+	SERVER_ACTIVE, /* linked to a client */
+	SERVER_RESETTING,
+	SERVER_CLOSED
+} server_state_t;
+
+const char *server_state_name(server_state_t state);
+
+typedef struct server_stmt {
+	stmt_t *stmt;
+	struct server_stmt *prev, *next; /* LRU, most recent first */
+} server_stmt_t;
+
+struct server {
+	worker_t *worker;
+	pool_t *pool;
+	uint64_t id;
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	struct event *ev_timer;
+	server_state_t state;
+	buf_t in, out;
+	client_t *client;
+	uint32_t backend_pid, backend_key;
+	params_t params; /* as the server has them now */
+	char tx_status;	 /* from the last ReadyForQuery */
+
+	pending_t *pending; /* ring of owed responses */
+	int pending_head, pending_count, pending_cap;
+	bool skipping; /* after an extended-protocol error, until Sync */
+
+	hashmap_t stmts; /* stmt id -> server_stmt_t */
+	server_stmt_t *lru_head, *lru_tail;
+	int n_stmts;
+
+	auth_scram_client_t *scram;
+	int64_t created_ms;
+	int64_t last_used_ms;
+	server_t *next, *prev; /* pool lists */
+	bool in_free_list;
+};
+
+typedef enum {
+	CLIENT_STARTUP, /* reading the startup packet */
+	CLIENT_LOGIN,	/* waiting for a server to learn or set parameters */
+	CLIENT_IDLE,	/* logged in, no server */
+	CLIENT_WAITING, /* in a pool's wait queue */
+	CLIENT_ACTIVE,	/* linked to a server */
+	CLIENT_CLOSED
+} client_state_t;
+
+const char *client_state_name(client_state_t state);
+
+struct client {
+	worker_t *worker;
+	uint64_t id;
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	struct event *ev_timer;
+	client_state_t state;
+	buf_t in, out;
+	bool read_paused;
+	bool logged_in;
+	bool login_params_sent;
+	char addr[64];
+	char user[CONFIG_NAME_MAX + 1];
+	char database[CONFIG_NAME_MAX + 1];
+	params_t params;  /* what the client's session should have */
+	hashmap_t stmts;  /* client statement name -> stmt_t */
+	uint32_t cancel_pid, cancel_key;
+	pool_t *pool;	  /* where its statements run (until routing) */
+	server_t *server; /* linked server connection */
+	client_t *wait_next, *wait_prev;
+	int64_t wait_start_ms;
+	int64_t connect_ms;
+	client_t *next, *prev; /* worker's list */
+	bool in_free_list;
+};
+
+typedef struct cancel_request {
+	uint32_t pid, key;
+	struct cancel_request *next;
+} cancel_request_t;
+
+struct worker {
+	int index;
+	pthread_t thread;
+	struct event_base *base;
+	int listen_fd;
+	struct event *ev_listen;
+	struct event *ev_reap;
+	struct event *ev_cancel;
+	struct event *ev_stop;
+	struct event *ev_janitor;
+	const config_t *config;
+	uint8_t *scratch;
+	size_t scratch_cap;
+	hashmap_t pools;	  /* pool key -> pool_t */
+	hashmap_t clients_by_key; /* cancel pid -> client */
+	hashmap_t stmts;	  /* interned statements */
+	uint64_t next_stmt_id;
+	uint64_t next_id;
+	client_t *clients; /* all clients of this worker */
+	int n_clients;
+	client_t *free_clients;
+	server_t *free_servers;
+	pthread_mutex_t cancel_lock;
+	cancel_request_t *cancel_queue;
+};
+
+/* Process-wide state shared by the workers. */
+typedef struct {
+	const config_t *config;
+	worker_t *workers;
+	int n_workers;
+	atomic_int n_clients;
+	atomic_uint_fast64_t next_client_id;
+	atomic_bool stopping;
+} proxy_t;
+
+extern proxy_t proxy;
+
+/* Worker lifecycle (worker.c). */
+bool net_start(const config_t *config, char *err, size_t errlen);
+void net_wait(void);
+void net_stop(void);
+int64_t net_now_ms(void);
+void worker_schedule_reap(worker_t *w);
+/* Hands a CancelRequest to the worker that owns the client. */
+void worker_route_cancel(uint32_t pid, uint32_t key);
+
+/* Client side (client.c). */
+void client_accept(worker_t *w, int fd, const char *addr);
+void client_close(client_t *c, const char *reason);
+/* Sends a FATAL error, then closes. */
+void client_fatal(client_t *c, const char *sqlstate, const char *message);
+void client_flush(client_t *c);
+/* Called by the pool when a server connection is linked to the client. */
+void client_on_linked(client_t *c);
+/* Called when the pool gives up on the client's request. */
+void client_on_pool_error(client_t *c, const char *sqlstate, const char *message);
+/* Runs the client's buffered messages (after a link or an unlink). */
+void client_process_input(client_t *c);
+void client_free(client_t *c);
+client_t *client_find_by_cancel(worker_t *w, uint32_t pid);
+
+/* Server side (server.c). */
+server_t *server_connect(pool_t *pool);
+void server_close(server_t *s, const char *reason);
+void server_flush(server_t *s);
+void server_free(server_t *s);
+void server_send_cancel(server_t *s);
+
+/* The relay between a linked client and server (relay.c). */
+bool relay_client_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len);
+bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t len);
+bool relay_prepare_link(server_t *s, client_t *c);
+/* Sends a simple query of the proxy's own whose answer is swallowed. */
+bool relay_send_internal_query(server_t *s, const char *sql);
+void relay_reset_pending(server_t *s);
+void relay_drop_stmts(server_t *s);
+
+#endif

@@ -1,0 +1,588 @@
+/*
+ * relay.c - what flows between a linked client and server connection.
+ *
+ * Every message the proxy sends a server that owes a response gets a
+ * pending_t, in order (protocol-flow: responses come back in the order the
+ * messages were sent; after an ErrorResponse in the extended protocol the
+ * server skips everything up to Sync). The queue tells, for each server
+ * message, whether it belongs to the client (relay it), to the proxy's own
+ * messages (swallow it), and when a response the proxy answered by itself
+ * (a ParseComplete for a statement the server already has) must be sent.
+ *
+ * In transaction pooling, named prepared statements are renamed: the
+ * client's name maps to a worker-wide stmt_t, prepared on a server as
+ * "_sg<id>" the first time a client of that server uses it, and kept in a
+ * bounded per-server LRU.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "net/net.h"
+#include "pool/pool.h"
+#include "proto/proto.h"
+
+static pending_t *pending_at(server_t *s, int i)
+{
+	return &s->pending[(s->pending_head + i) % s->pending_cap];
+}
+
+static pending_t *pending_first(server_t *s)
+{
+	return s->pending_count ? pending_at(s, 0) : NULL;
+}
+
+static bool pending_push(server_t *s, pending_kind_t kind, pending_action_t action, uint8_t synth,
+			 stmt_t *created)
+{
+	if (s->pending_count == s->pending_cap) {
+		int cap = s->pending_cap ? s->pending_cap * 2 : 16;
+		pending_t *ring = malloc(sizeof(pending_t) * (size_t)cap);
+		if (!ring)
+			return false;
+		for (int i = 0; i < s->pending_count; i++)
+			ring[i] = *pending_at(s, i);
+		free(s->pending);
+		s->pending = ring;
+		s->pending_cap = cap;
+		s->pending_head = 0;
+	}
+	pending_t *p = pending_at(s, s->pending_count);
+	p->kind = (uint8_t)kind;
+	p->action = (uint8_t)action;
+	p->synth = synth;
+	p->created = created;
+	s->pending_count++;
+	return true;
+}
+
+static void pending_pop(server_t *s)
+{
+	s->pending_head = (s->pending_head + 1) % s->pending_cap;
+	s->pending_count--;
+}
+
+void relay_reset_pending(server_t *s)
+{
+	s->pending_head = 0;
+	s->pending_count = 0;
+	s->skipping = false;
+}
+
+/* --- the per-server prepared statement cache --- */
+
+static server_stmt_t *server_find_stmt(server_t *s, const stmt_t *st)
+{
+	return hashmap_get(&s->stmts, &st->id, sizeof(st->id));
+}
+
+static void lru_unlink(server_t *s, server_stmt_t *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		s->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		s->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push_front(server_t *s, server_stmt_t *e)
+{
+	e->prev = NULL;
+	e->next = s->lru_head;
+	if (s->lru_head)
+		s->lru_head->prev = e;
+	s->lru_head = e;
+	if (!s->lru_tail)
+		s->lru_tail = e;
+}
+
+static void server_forget_stmt(server_t *s, server_stmt_t *e)
+{
+	lru_unlink(s, e);
+	hashmap_remove(&s->stmts, &e->stmt->id, sizeof(e->stmt->id));
+	stmt_unref(s->worker, e->stmt);
+	free(e);
+	s->n_stmts--;
+}
+
+static void stmt_server_name(const stmt_t *st, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "_sg%llu", (unsigned long long)st->id);
+}
+
+/* Appends a Close of the statement and drops its CloseComplete. */
+static void evict_oldest(server_t *s)
+{
+	server_stmt_t *e = s->lru_tail;
+	char name[32];
+	stmt_server_name(e->stmt, name, sizeof(name));
+	size_t n = strlen(name) + 2;
+	if (buf_reserve(&s->out, n + 5)) {
+		buf_put_u8(&s->out, 'C');
+		buf_put_u32(&s->out, (uint32_t)(n + 4));
+		buf_put_u8(&s->out, 'S');
+		buf_put_cstr(&s->out, name);
+		pending_push(s, PENDING_CLOSE, ACTION_DROP, 0, NULL);
+	}
+	server_forget_stmt(s, e);
+}
+
+static void server_remember_stmt(server_t *s, stmt_t *st)
+{
+	int limit = s->worker->config->pool.prepared_statements;
+	if (limit < 1)
+		limit = 1;
+	while (s->n_stmts >= limit && s->lru_tail)
+		evict_oldest(s);
+	server_stmt_t *e = calloc(1, sizeof(*e));
+	if (!e)
+		return;
+	if (!hashmap_put(&s->stmts, &st->id, sizeof(st->id), e)) {
+		free(e);
+		return;
+	}
+	stmt_ref(st);
+	e->stmt = st;
+	lru_push_front(s, e);
+	s->n_stmts++;
+}
+
+void relay_drop_stmts(server_t *s)
+{
+	while (s->lru_head)
+		server_forget_stmt(s, s->lru_head);
+}
+
+static void unregister_created(server_t *s, pending_t *p)
+{
+	if (!p->created)
+		return;
+	server_stmt_t *e = server_find_stmt(s, p->created);
+	if (e)
+		server_forget_stmt(s, e);
+	p->created = NULL;
+}
+
+/* Appends Parse(_sg<id>, query, types) to the server's output. */
+static bool put_parse(server_t *s, const stmt_t *st)
+{
+	char name[32];
+	stmt_server_name(st, name, sizeof(name));
+	size_t body = strlen(name) + 1 + st->query_len + 1 + st->types_len;
+	if (!buf_reserve(&s->out, body + 5))
+		return false;
+	buf_put_u8(&s->out, 'P');
+	buf_put_u32(&s->out, (uint32_t)(body + 4));
+	buf_put_cstr(&s->out, name);
+	buf_put_bytes(&s->out, st->query, st->query_len);
+	buf_put_u8(&s->out, 0);
+	buf_put_bytes(&s->out, st->types, st->types_len);
+	return true;
+}
+
+/* Makes sure the server has the statement before a Bind or Describe. */
+static bool ensure_prepared(server_t *s, stmt_t *st)
+{
+	server_stmt_t *e = server_find_stmt(s, st);
+	if (e) {
+		lru_unlink(s, e);
+		lru_push_front(s, e);
+		return true;
+	}
+	if (!put_parse(s, st))
+		return false;
+	server_remember_stmt(s, st);
+	return pending_push(s, PENDING_PARSE, ACTION_DROP, 0, st);
+}
+
+static void emit_synth(client_t *c, uint8_t type)
+{
+	if (c)
+		proto_put_empty(&c->out, type);
+}
+
+/* Answers at once when nothing is owed before it, else queues it. */
+static bool push_synth(server_t *s, pending_kind_t kind, uint8_t type)
+{
+	if (s->pending_count == 0) {
+		emit_synth(s->client, type);
+		return true;
+	}
+	return pending_push(s, kind, ACTION_SYNTH, type, NULL);
+}
+
+static bool forward(server_t *s, const uint8_t *msg, size_t len)
+{
+	return buf_append(&s->out, msg, len);
+}
+
+/* Rewrites a message: `prefix` bytes of the original, then `name`, then the
+ * original from `rest` on. */
+static bool forward_renamed(server_t *s, uint8_t type, const uint8_t *body, size_t prefix,
+			    const char *name, const uint8_t *rest, size_t rest_len)
+{
+	size_t n = prefix + strlen(name) + 1 + rest_len;
+	if (!buf_reserve(&s->out, n + 5))
+		return false;
+	buf_put_u8(&s->out, type);
+	buf_put_u32(&s->out, (uint32_t)(n + 4));
+	buf_put_bytes(&s->out, body, prefix);
+	buf_put_cstr(&s->out, name);
+	buf_put_bytes(&s->out, rest, rest_len);
+	return true;
+}
+
+static bool renaming(const client_t *c)
+{
+	return c->worker->config->pool.mode == POOL_TRANSACTION;
+}
+
+/* Parse: String name, String query, Int16 n, Int32[n] type OIDs. */
+static bool relay_parse(client_t *c, server_t *s, const uint8_t *msg, size_t len)
+{
+	proto_reader_t r;
+	const char *name, *query;
+	size_t query_len;
+	uint16_t n_types;
+	const uint8_t *types;
+
+	proto_reader_init(&r, msg + 5, len - 5);
+	if (!proto_read_cstr(&r, &name, NULL) || !proto_read_cstr(&r, &query, &query_len) ||
+	    !proto_read_u16(&r, &n_types) || proto_reader_left(&r) != (size_t)n_types * 4) {
+		client_fatal(c, "08P01", "invalid Parse message");
+		return false;
+	}
+	types = msg + 5 + r.pos - 2;
+	if (!renaming(c) || name[0] == '\0')
+		return forward(s, msg, len) && pending_push(s, PENDING_PARSE, ACTION_FORWARD, 0, NULL);
+
+	stmt_t *st = stmt_intern(c->worker, query, query_len, types, 2 + (size_t)n_types * 4);
+	if (!st)
+		return false;
+	size_t name_len = strlen(name);
+	stmt_t *old = hashmap_get(&c->stmts, name, name_len);
+	if (!hashmap_put(&c->stmts, name, name_len, st)) {
+		stmt_unref(c->worker, st);
+		return false;
+	}
+	if (old)
+		stmt_unref(c->worker, old);
+	server_stmt_t *e = server_find_stmt(s, st);
+	if (e) {
+		lru_unlink(s, e);
+		lru_push_front(s, e);
+		return push_synth(s, PENDING_PARSE, '1');
+	}
+	if (!put_parse(s, st))
+		return false;
+	server_remember_stmt(s, st);
+	return pending_push(s, PENDING_PARSE, ACTION_FORWARD, 0, st);
+}
+
+/* Bind: String portal, String statement, then formats and values. */
+static bool relay_bind(client_t *c, server_t *s, const uint8_t *msg, size_t len)
+{
+	proto_reader_t r;
+	const char *portal, *name;
+	size_t name_len;
+
+	proto_reader_init(&r, msg + 5, len - 5);
+	if (!proto_read_cstr(&r, &portal, NULL) || !proto_read_cstr(&r, &name, &name_len)) {
+		client_fatal(c, "08P01", "invalid Bind message");
+		return false;
+	}
+	stmt_t *st = NULL;
+	if (renaming(c) && name_len > 0)
+		st = hashmap_get(&c->stmts, name, name_len);
+	if (!st)
+		return forward(s, msg, len) && pending_push(s, PENDING_BIND, ACTION_FORWARD, 0, NULL);
+	if (!ensure_prepared(s, st))
+		return false;
+	char server_name[32];
+	stmt_server_name(st, server_name, sizeof(server_name));
+	size_t prefix = strlen(portal) + 1;
+	return forward_renamed(s, 'B', msg + 5, prefix, server_name, msg + 5 + r.pos,
+			       len - 5 - r.pos) &&
+	       pending_push(s, PENDING_BIND, ACTION_FORWARD, 0, NULL);
+}
+
+/* Describe and Close: Byte1 'S' or 'P', String name. */
+static bool relay_describe_or_close(client_t *c, server_t *s, uint8_t type, const uint8_t *msg,
+				    size_t len)
+{
+	proto_reader_t r;
+	uint8_t what;
+	const char *name;
+	size_t name_len;
+	pending_kind_t kind = type == 'D' ? PENDING_DESCRIBE : PENDING_CLOSE;
+
+	proto_reader_init(&r, msg + 5, len - 5);
+	if (!proto_read_u8(&r, &what) || (what != 'S' && what != 'P') ||
+	    !proto_read_cstr(&r, &name, &name_len) || proto_reader_left(&r) != 0) {
+		client_fatal(c, "08P01", type == 'D' ? "invalid Describe message"
+						     : "invalid Close message");
+		return false;
+	}
+	if (what != 'S' || !renaming(c) || name_len == 0)
+		return forward(s, msg, len) && pending_push(s, kind, ACTION_FORWARD, 0, NULL);
+
+	stmt_t *st = hashmap_get(&c->stmts, name, name_len);
+	if (type == 'C') {
+		/* The server keeps its copy for other clients; closing a name
+		 * that does not exist is not an error in PostgreSQL either. */
+		if (st) {
+			hashmap_remove(&c->stmts, name, name_len);
+			stmt_unref(c->worker, st);
+		}
+		return push_synth(s, PENDING_CLOSE, '3');
+	}
+	if (!st)
+		return forward(s, msg, len) && pending_push(s, kind, ACTION_FORWARD, 0, NULL);
+	if (!ensure_prepared(s, st))
+		return false;
+	char server_name[32];
+	stmt_server_name(st, server_name, sizeof(server_name));
+	return forward_renamed(s, 'D', msg + 5, 1, server_name, NULL, 0) &&
+	       pending_push(s, kind, ACTION_FORWARD, 0, NULL);
+}
+
+/*
+ * Sends one client message to the linked server, recording the responses
+ * it is owed. Returns false when the client was failed (and is closing).
+ */
+bool relay_client_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
+{
+	server_t *s = c->server;
+	bool extended = type == 'P' || type == 'B' || type == 'D' || type == 'E' || type == 'C';
+
+	if (s->skipping && extended)
+		return forward(s, msg, len); /* the server discards it until Sync */
+
+	switch (type) {
+	case 'Q':
+	case 'F':
+		return forward(s, msg, len) && pending_push(s, PENDING_QUERY, ACTION_FORWARD, 0, NULL);
+	case 'S':
+		s->skipping = false;
+		return forward(s, msg, len) && pending_push(s, PENDING_SYNC, ACTION_FORWARD, 0, NULL);
+	case 'H':
+	case 'd':
+	case 'c':
+	case 'f':
+		return forward(s, msg, len);
+	case 'E':
+		return forward(s, msg, len) &&
+		       pending_push(s, PENDING_EXECUTE, ACTION_FORWARD, 0, NULL);
+	case 'P':
+		return relay_parse(c, s, msg, len);
+	case 'B':
+		return relay_bind(c, s, msg, len);
+	case 'D':
+	case 'C':
+		return relay_describe_or_close(c, s, type, msg, len);
+	default: {
+		char text[96];
+		snprintf(text, sizeof(text), "invalid frontend message type %d", type);
+		client_fatal(c, "08P01", text);
+		return false;
+	}
+	}
+}
+
+static bool is_terminal(const pending_t *p, uint8_t type)
+{
+	switch ((pending_kind_t)p->kind) {
+	case PENDING_QUERY:
+	case PENDING_SYNC:
+		return type == 'Z';
+	case PENDING_PARSE:
+		return type == '1' || type == 'E';
+	case PENDING_BIND:
+		return type == '2' || type == 'E';
+	case PENDING_CLOSE:
+		return type == '3' || type == 'E';
+	case PENDING_DESCRIBE:
+		return type == 'T' || type == 'n' || type == 'E';
+	case PENDING_EXECUTE:
+		return type == 'C' || type == 'I' || type == 's' || type == 'E';
+	}
+	return false;
+}
+
+/* After an extended-protocol error the server ignores messages up to the
+ * next Sync: so do we, dropping what they owed (and what we would have
+ * answered ourselves), exactly as PostgreSQL would not have answered. */
+static void skip_to_sync(server_t *s)
+{
+	pending_t *p;
+	while ((p = pending_first(s)) && p->kind != PENDING_SYNC) {
+		unregister_created(s, p);
+		pending_pop(s);
+	}
+	if (!p)
+		s->skipping = true;
+}
+
+/* Records a ParameterStatus; the client's session follows the server's. */
+static void note_parameter(server_t *s, const uint8_t *msg, size_t len)
+{
+	proto_reader_t r;
+	const char *name, *value;
+	proto_reader_init(&r, msg + 5, len - 5);
+	if (!proto_read_cstr(&r, &name, NULL) || !proto_read_cstr(&r, &value, NULL))
+		return;
+	params_set(&s->params, name, value, 0);
+	if (s->client && params_is_synced(name))
+		params_set(&s->client->params, name, value, 0);
+}
+
+/*
+ * Handles one message from a server connection that has finished logging
+ * in. Returns false when the server connection must be closed.
+ */
+bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t len)
+{
+	client_t *c = s->client;
+	pending_t *p = pending_first(s);
+	bool relay = c && (!p || p->action == ACTION_FORWARD);
+
+	switch (type) {
+	case 'S':
+		note_parameter(s, msg, len);
+		if (relay)
+			buf_append(&c->out, msg, len);
+		return true;
+	case 'N':
+	case 'A':
+		if (relay)
+			buf_append(&c->out, msg, len);
+		return true;
+	default:
+		break;
+	}
+
+	if (!p) {
+		/* Nothing owed: a server that speaks now is shutting down. */
+		if (type == 'E') {
+			if (c)
+				buf_append(&c->out, msg, len);
+			return false;
+		}
+		log_warning("server_unexpected_message", "\"server\":%llu,\"type\":%d",
+			    (unsigned long long)s->id, type);
+		return true;
+	}
+
+	if (type == 'E' && p->action == ACTION_DROP) {
+		/* A statement the proxy issued failed: the client's next
+		 * extended message would fail anyway, so it learns why. */
+		if (p->kind != PENDING_QUERY && c)
+			buf_append(&c->out, msg, len);
+		else
+			log_warning("server_internal_error", "\"server\":%llu",
+				    (unsigned long long)s->id);
+	} else if (relay) {
+		buf_append(&c->out, msg, len);
+	}
+
+	if (type == 'Z' && len >= 6)
+		s->tx_status = (char)msg[5];
+
+	if (!is_terminal(p, type))
+		return true;
+	bool failed = type == 'E';
+	if (failed)
+		unregister_created(s, p);
+	pending_kind_t kind = (pending_kind_t)p->kind;
+	pending_pop(s);
+	if (failed && kind != PENDING_QUERY && kind != PENDING_SYNC)
+		skip_to_sync(s);
+	while ((p = pending_first(s)) && p->action == ACTION_SYNTH) {
+		emit_synth(c, p->synth);
+		pending_pop(s);
+	}
+	return true;
+}
+
+/* Quotes a parameter value as a SQL string literal. */
+static bool append_literal(buf_t *b, const char *value)
+{
+	if (!buf_append(b, "'", 1))
+		return false;
+	for (const char *p = value; *p; p++) {
+		if (*p == '\'' && !buf_append(b, "'", 1))
+			return false;
+		if (!buf_append(b, p, 1))
+			return false;
+	}
+	return buf_append(b, "'", 1);
+}
+
+static bool valid_param_name(const char *name)
+{
+	if (!name[0] || strlen(name) > CONFIG_NAME_MAX)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.'))
+			return false;
+	return true;
+}
+
+/*
+ * Before a server serves client c: queues the SET and RESET statements
+ * that make the server's session parameters equal the client's. Returns
+ * true when something was queued (its responses are swallowed).
+ */
+bool relay_prepare_link(server_t *s, client_t *c)
+{
+	buf_t sql = {0};
+	for (int i = 0; i < c->params.n; i++) {
+		const char *name = c->params.names[i], *value = c->params.values[i];
+		bool extra = c->params.flags[i] & PARAM_EXTRA;
+		if (!extra && !params_is_synced(name))
+			continue;
+		const char *have = params_get(&s->params, name);
+		if (have && strcmp(have, value) == 0)
+			continue;
+		if (!valid_param_name(name))
+			continue;
+		buf_append(&sql, "SET ", 4);
+		buf_append(&sql, name, strlen(name));
+		buf_append(&sql, " TO ", 4);
+		append_literal(&sql, value);
+		buf_append(&sql, ";", 1);
+		if (extra)
+			params_set(&s->params, name, value, PARAM_EXTRA);
+	}
+	for (int i = s->params.n - 1; i >= 0; i--) {
+		const char *name = s->params.names[i];
+		if (!(s->params.flags[i] & PARAM_EXTRA) || params_get(&c->params, name))
+			continue;
+		if (valid_param_name(name)) {
+			buf_append(&sql, "RESET ", 6);
+			buf_append(&sql, name, strlen(name));
+			buf_append(&sql, ";", 1);
+		}
+		params_remove(&s->params, name);
+	}
+	if (buf_avail(&sql) == 0) {
+		buf_free(&sql);
+		return false;
+	}
+	buf_append(&sql, "", 1);
+	bool ok = proto_put_query(&s->out, (const char *)buf_head(&sql)) &&
+		  pending_push(s, PENDING_QUERY, ACTION_DROP, 0, NULL);
+	buf_free(&sql);
+	return ok;
+}
+
+bool relay_send_internal_query(server_t *s, const char *sql)
+{
+	return proto_put_query(&s->out, sql) && pending_push(s, PENDING_QUERY, ACTION_DROP, 0, NULL);
+}

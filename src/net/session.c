@@ -1,0 +1,171 @@
+/*
+ * session.c - per-session state that must follow a client from one server
+ * connection to the next: run-time parameters and prepared statements.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "net/net.h"
+
+/*
+ * The parameters PostgreSQL 15 reports with ParameterStatus (GUC_REPORT)
+ * that a client can change. A server connection serves a client only after
+ * these match what the client's session has (see relay_prepare_link).
+ */
+static const char *const synced_params[] = {"application_name", "client_encoding", "DateStyle",
+					    "IntervalStyle",    "TimeZone",
+					    "standard_conforming_strings"};
+
+bool params_is_synced(const char *name)
+{
+	for (size_t i = 0; i < sizeof(synced_params) / sizeof(synced_params[0]); i++)
+		if (strcasecmp(name, synced_params[i]) == 0)
+			return true;
+	return false;
+}
+
+static int params_find(const params_t *p, const char *name)
+{
+	for (int i = 0; i < p->n; i++)
+		if (strcasecmp(p->names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+void params_set(params_t *p, const char *name, const char *value, uint8_t flags)
+{
+	int i = params_find(p, name);
+	if (i >= 0) {
+		if (strcmp(p->values[i], value) != 0) {
+			char *v = strdup(value);
+			if (!v)
+				return;
+			free(p->values[i]);
+			p->values[i] = v;
+		}
+		p->flags[i] = flags;
+		return;
+	}
+	if (p->n == p->cap) {
+		int cap = p->cap ? p->cap * 2 : 16;
+		char **names = realloc(p->names, sizeof(char *) * (size_t)cap);
+		if (!names)
+			return;
+		p->names = names;
+		char **values = realloc(p->values, sizeof(char *) * (size_t)cap);
+		if (!values)
+			return;
+		p->values = values;
+		uint8_t *fl = realloc(p->flags, (size_t)cap);
+		if (!fl)
+			return;
+		p->flags = fl;
+		p->cap = cap;
+	}
+	char *n = strdup(name), *v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return;
+	}
+	p->names[p->n] = n;
+	p->values[p->n] = v;
+	p->flags[p->n] = flags;
+	p->n++;
+}
+
+const char *params_get(const params_t *p, const char *name)
+{
+	int i = params_find(p, name);
+	return i >= 0 ? p->values[i] : NULL;
+}
+
+void params_remove(params_t *p, const char *name)
+{
+	int i = params_find(p, name);
+	if (i < 0)
+		return;
+	free(p->names[i]);
+	free(p->values[i]);
+	p->n--;
+	p->names[i] = p->names[p->n];
+	p->values[i] = p->values[p->n];
+	p->flags[i] = p->flags[p->n];
+}
+
+void params_copy(params_t *dst, const params_t *src)
+{
+	for (int i = 0; i < src->n; i++)
+		params_set(dst, src->names[i], src->values[i], src->flags[i]);
+}
+
+void params_free(params_t *p)
+{
+	for (int i = 0; i < p->n; i++) {
+		free(p->names[i]);
+		free(p->values[i]);
+	}
+	free(p->names);
+	free(p->values);
+	free(p->flags);
+	memset(p, 0, sizeof(*p));
+}
+
+/*
+ * Finds or creates the worker's shared copy of a statement. The caller
+ * owns one reference to the result.
+ */
+stmt_t *stmt_intern(worker_t *w, const char *query, size_t query_len, const uint8_t *types,
+		    size_t types_len)
+{
+	size_t key_len = types_len + query_len;
+	uint8_t *key = malloc(key_len ? key_len : 1);
+	if (!key)
+		return NULL;
+	memcpy(key, types, types_len);
+	memcpy(key + types_len, query, query_len);
+	stmt_t *s = hashmap_get(&w->stmts, key, key_len);
+	if (s) {
+		free(key);
+		s->refs++;
+		return s;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		free(key);
+		return NULL;
+	}
+	s->query = malloc(query_len + 1);
+	if (!s->query || !hashmap_put(&w->stmts, key, key_len, s)) {
+		free(s->query);
+		free(s);
+		free(key);
+		return NULL;
+	}
+	memcpy(s->query, query, query_len);
+	s->query[query_len] = '\0';
+	s->query_len = query_len;
+	s->key = key;
+	s->key_len = key_len;
+	s->types = key;
+	s->types_len = types_len;
+	s->id = ++w->next_stmt_id;
+	s->refs = 1;
+	return s;
+}
+
+void stmt_ref(stmt_t *s)
+{
+	s->refs++;
+}
+
+void stmt_unref(worker_t *w, stmt_t *s)
+{
+	if (--s->refs > 0)
+		return;
+	hashmap_remove(&w->stmts, s->key, s->key_len);
+	free(s->key);
+	free(s->query);
+	free(s);
+}

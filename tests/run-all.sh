@@ -19,7 +19,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 unit_status=0
 if [ "$only" = all ]; then
-	tests/run-unit.sh "$build"/tests/test_* || unit_status=1
+	mapfile -t unit_tests < <(find "$build/tests" -maxdepth 1 -name 'test_*' ! -name '*.d' -type f | sort)
+	tests/run-unit.sh "${unit_tests[@]}" || unit_status=1
 fi
 
 proxy_pid=
@@ -117,7 +118,7 @@ for mode in transaction session; do
 	start_proxy "$cfg" "$log"
 	echo "== integration, pool mode $mode (proxy log: $log)"
 	for t in "$build"/itests/test_*; do
-		[ -x "$t" ] || continue
+		[[ -x "$t" && "$t" != *.d ]] || continue
 		run_test "$mode/$(basename "$t")" "$t"
 	done
 	for t in tests/integration/test_*.py; do

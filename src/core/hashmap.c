@@ -52,7 +52,7 @@ static hashmap_entry_t **find_slot(const hashmap_t *map, const void *key, size_t
 	hashmap_entry_t **pe = &map->slots[hash & (map->n_slots - 1)];
 	while (*pe) {
 		hashmap_entry_t *e = *pe;
-		if (e->hash == hash && e->key_len == len && memcmp(e->key, key, len) == 0)
+		if (e->hash == hash && e->key_len == len && (len == 0 || memcmp(e->key, key, len) == 0))
 			return pe;
 		pe = &e->next;
 	}
@@ -105,7 +105,8 @@ bool hashmap_put(hashmap_t *map, const void *key, size_t len, void *value)
 	e->hash = hash;
 	e->value = value;
 	e->key_len = len;
-	memcpy(e->key, key, len);
+	if (len)
+		memcpy(e->key, key, len);
 	*pe = e;
 	if (++map->count > map->n_slots)
 		grow(map);

@@ -441,6 +441,32 @@ static void note_parameter(server_t *s, const uint8_t *msg, size_t len)
 		params_set(&s->client->params, name, value, 0);
 }
 
+static void unref_client_stmt(const void *key, size_t len, void *value, void *arg)
+{
+	(void)key;
+	(void)len;
+	stmt_unref(arg, value);
+}
+
+/*
+ * A client's DEALLOCATE ALL or DISCARD ALL ran on the server: every
+ * statement the server had is gone (other clients' too, which the cache
+ * re-prepares on demand), and so are the client's own names.
+ */
+static void note_command_complete(server_t *s, client_t *c, const uint8_t *msg, size_t len)
+{
+	const char *tag = (const char *)msg + 5;
+	if (len < 6 || msg[len - 1] != '\0')
+		return;
+	if (strcmp(tag, "DEALLOCATE ALL") != 0 && strcmp(tag, "DISCARD ALL") != 0)
+		return;
+	relay_drop_stmts(s);
+	if (c) {
+		hashmap_foreach(&c->stmts, unref_client_stmt, c->worker);
+		hashmap_destroy(&c->stmts);
+	}
+}
+
 /*
  * Handles one message from a server connection that has finished logging
  * in. Returns false when the server connection must be closed.
@@ -492,6 +518,8 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 
 	if (type == 'Z' && len >= 6)
 		s->tx_status = (char)msg[5];
+	else if (type == 'C' && relay)
+		note_command_complete(s, c, msg, len);
 
 	if (!is_terminal(p, type))
 		return true;

@@ -28,9 +28,9 @@ frame_status_t proto_frame(const uint8_t *p, size_t avail, size_t max_total, uin
 	uint32_t len = buf_get_u32(p + 1);
 	if (len < 4)
 		return FRAME_BAD_LENGTH;
-	size_t whole = (size_t)len + 1;
-	if (whole > max_total)
+	if ((uint64_t)len + 1 > max_total)
 		return FRAME_TOO_LARGE;
+	size_t whole = (size_t)len + 1;
 	if (avail < whole)
 		return FRAME_NEED_MORE;
 	*type = p[0];
@@ -98,6 +98,8 @@ bool proto_read_i32(proto_reader_t *r, int32_t *out)
 
 bool proto_read_cstr(proto_reader_t *r, const char **out, size_t *len)
 {
+	if (r->pos >= r->len)
+		return false;
 	const uint8_t *start = r->p + r->pos;
 	const uint8_t *nul = memchr(start, '\0', r->len - r->pos);
 	if (!nul)

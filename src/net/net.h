@@ -28,13 +28,19 @@ typedef struct client client_t;
 typedef struct server server_t;
 typedef struct pool pool_t;
 
-/* Run-time parameters of a session: name -> value. */
+/*
+ * Run-time parameters of a session: name -> value. `synced_fp` is the XOR
+ * of a hash of every (name, value) that a server connection must match
+ * before serving a client (the synced reported parameters and the extras),
+ * kept up to date on every change, so that "nothing to set" is one compare.
+ */
 typedef struct {
 	int n;
 	int cap;
 	char **names;
 	char **values;
 	uint8_t *flags; /* PARAM_* */
+	uint64_t synced_fp;
 } params_t;
 
 #define PARAM_EXTRA 1 /* not reported by the server (GUC_REPORT): set by us */

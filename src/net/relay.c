@@ -569,6 +569,8 @@ static bool valid_param_name(const char *name)
  */
 bool relay_prepare_link(server_t *s, client_t *c)
 {
+	if (c->params.synced_fp == s->params.synced_fp)
+		return false; /* the same synced parameters: nothing to set */
 	buf_t sql = {0};
 	for (int i = 0; i < c->params.n; i++) {
 		const char *name = c->params.names[i], *value = c->params.values[i];

@@ -25,6 +25,29 @@ bool params_is_synced(const char *name)
 	return false;
 }
 
+/* Hash of one synced (name, value), the name folded to lower case. */
+static uint64_t entry_hash(const char *name, const char *value, uint8_t flags)
+{
+	if (!(flags & PARAM_EXTRA) && !params_is_synced(name))
+		return 0;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (const char *c = name; *c; c++) {
+		h ^= (uint8_t)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+		h *= 0x100000001b3ULL;
+	}
+	h ^= 0xff; /* separator: no (name, value) split aliases another */
+	h *= 0x100000001b3ULL;
+	for (const char *c = value; *c; c++) {
+		h ^= (uint8_t)*c;
+		h *= 0x100000001b3ULL;
+	}
+	/* Final mix so that XOR-combining entries does not cancel structure. */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return h;
+}
+
 static int params_find(const params_t *p, const char *name)
 {
 	for (int i = 0; i < p->n; i++)
@@ -37,6 +60,7 @@ void params_set(params_t *p, const char *name, const char *value, uint8_t flags)
 {
 	int i = params_find(p, name);
 	if (i >= 0) {
+		uint64_t old = entry_hash(p->names[i], p->values[i], p->flags[i]);
 		if (strcmp(p->values[i], value) != 0) {
 			char *v = strdup(value);
 			if (!v)
@@ -44,7 +68,9 @@ void params_set(params_t *p, const char *name, const char *value, uint8_t flags)
 			free(p->values[i]);
 			p->values[i] = v;
 		}
+		p->synced_fp ^= old;
 		p->flags[i] = flags;
+		p->synced_fp ^= entry_hash(p->names[i], p->values[i], flags);
 		return;
 	}
 	if (p->n == p->cap) {
@@ -73,6 +99,7 @@ void params_set(params_t *p, const char *name, const char *value, uint8_t flags)
 	p->values[p->n] = v;
 	p->flags[p->n] = flags;
 	p->n++;
+	p->synced_fp ^= entry_hash(n, v, flags);
 }
 
 const char *params_get(const params_t *p, const char *name)
@@ -86,6 +113,7 @@ void params_remove(params_t *p, const char *name)
 	int i = params_find(p, name);
 	if (i < 0)
 		return;
+	p->synced_fp ^= entry_hash(p->names[i], p->values[i], p->flags[i]);
 	free(p->names[i]);
 	free(p->values[i]);
 	p->n--;

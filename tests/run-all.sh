@@ -70,7 +70,7 @@ start_proxy() {
 	"$build"/shardgate -c "$cfg" >"$log" 2>&1 &
 	proxy_pid=$!
 	for _ in $(seq 1 100); do
-		if pg_isready -q -h 127.0.0.1 -p "$proxy_port" 2>/dev/null; then
+		if pg_isready -q -h 127.0.0.1 -p "$proxy_port" -U postgres -d app 2>/dev/null; then
 			return 0
 		fi
 		sleep 0.1

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/version.h"
+#include "health/health.h"
 #include "net/net.h"
 
 static void usage(FILE *out)
@@ -119,6 +120,10 @@ static int serve(const options_t *opt)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (!health_start(config, err, sizeof(err))) {
+		fprintf(stderr, "shardgate: %s\n", err);
+		return 1;
+	}
 	if (!net_start(config, err, sizeof(err))) {
 		log_error("start_failed", "\"error\":\"%s\"", err);
 		fprintf(stderr, "shardgate: %s\n", err);
@@ -138,6 +143,7 @@ static int serve(const options_t *opt)
 	}
 	net_stop();
 	net_wait();
+	health_stop();
 	if (opt->pidfile)
 		unlink(opt->pidfile);
 	config_free(config);

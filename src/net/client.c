@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "health/health.h"
 #include "net/io.h"
 #include "net/net.h"
 #include "pool/pool.h"
@@ -126,9 +127,8 @@ void client_flush(client_t *c)
 		return;
 	}
 	/* Too much waiting for a slow reader: stop reading its server. */
-	if (c->server && buf_avail(&c->out) > IO_HIGH_WATER) {
-		event_del(c->server->ev_read);
-	}
+	if (c->server && buf_avail(&c->out) > IO_HIGH_WATER)
+		io_pause_read(c->server->ev_read, &c->server->read_paused);
 }
 
 /* Returns the linked server after the client goes away. */
@@ -145,7 +145,7 @@ static void detach_server(client_t *c)
 		server_close(s, "client left during a transaction");
 		return;
 	}
-	if (c->worker->config->pool.mode == POOL_SESSION) {
+	if (c->worker->config->pool.mode == POOL_SESSION || c->pinned) {
 		/* Session state of the departed client must not reach the next. */
 		for (int i = s->params.n - 1; i >= 0; i--)
 			if (s->params.flags[i] & PARAM_EXTRA)
@@ -178,10 +178,11 @@ void client_close(client_t *c, const char *reason)
 	c->fd = -1;
 	list_remove(w, c);
 	atomic_fetch_sub(&proxy.n_clients, 1);
-	char esc[256];
+	char esc[256], esc_reason[512];
 	log_event(c->logged_in ? LOG_DEBUG : LOG_INFO, "client_close",
 		  "\"client\":%llu,\"user\":\"%s\",\"reason\":\"%s\"", (unsigned long long)c->id,
-		  log_json_escape(esc, sizeof(esc), c->user), reason);
+		  log_json_escape(esc, sizeof(esc), c->user),
+		  log_json_escape(esc_reason, sizeof(esc_reason), reason));
 	c->in_free_list = true;
 	c->next = w->free_clients;
 	w->free_clients = c;
@@ -197,6 +198,7 @@ static void free_stmt_entry(const void *key, size_t len, void *value, void *arg)
 
 void client_free(client_t *c)
 {
+	relay_set_stmt(c->worker, &c->unnamed, NULL);
 	hashmap_foreach(&c->stmts, free_stmt_entry, c->worker);
 	hashmap_destroy(&c->stmts);
 	params_free(&c->params);
@@ -242,7 +244,7 @@ client_t *client_find_by_cancel(worker_t *w, uint32_t pid)
 static void finish_login(client_t *c)
 {
 	server_t *s = c->server;
-	pool_t *pool = c->pool;
+	pool_t *pool = c->login_pool;
 	if (s) {
 		/* The server's values are the truth: normalized, or refused. */
 		for (int i = 0; i < s->params.n; i++)
@@ -296,7 +298,7 @@ static void finish_login(client_t *c)
  * parameters, without a round trip to a server. */
 static bool can_welcome_from_cache(const client_t *c)
 {
-	const pool_t *pool = c->pool;
+	const pool_t *pool = c->login_pool;
 	if (!pool->has_welcome)
 		return false;
 	for (int i = 0; i < c->params.n; i++) {
@@ -411,16 +413,17 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 	}
 	const char *backend_user = cfg->backend.user[0] ? cfg->backend.user : c->user;
 	const char *backend_db = c->database;
-	c->pool = pool_get(c->worker, cfg->default_shard, 0, backend_user, backend_db);
-	if (!c->pool) {
+	c->login_pool = pool_get(c->worker, cfg->default_shard, 0, backend_user, backend_db);
+	if (!c->login_pool) {
 		client_fatal(c, "53200", "out of memory");
 		return false;
 	}
+	c->pool = c->login_pool;
 	/* Start from the server's parameters, then the client's own wishes. */
-	if (c->pool->has_welcome) {
+	if (c->login_pool->has_welcome) {
 		params_t mine = c->params;
 		memset(&c->params, 0, sizeof(c->params));
-		params_copy(&c->params, &c->pool->welcome);
+		params_copy(&c->params, &c->login_pool->welcome);
 		params_copy(&c->params, &mine);
 		params_free(&mine);
 	}
@@ -430,9 +433,221 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 		return c->state != CLIENT_CLOSED;
 	}
 	io_pause_read(c->ev_read, &c->read_paused);
-	if (pool_acquire(c->pool, c))
+	if (pool_acquire(c->login_pool, c))
 		client_on_linked(c);
 	return false; /* nothing more to read until logged in */
+}
+
+
+/* The route class of one statement text, through the worker's cache. */
+static void classify_text(client_t *c, const char *sql, size_t len, route_class_t *out)
+{
+	const analysis_t *a = analyzer_get(c->worker->analyzer, sql, len);
+	if (!a) {
+		route_class_unknown(out, "out of memory");
+		return;
+	}
+	route_classify(c->worker->config, a, params_is_synced, out);
+}
+
+static void classify_stmt(client_t *c, stmt_t *st, route_class_t *out)
+{
+	if (!st->classified) {
+		classify_text(c, st->query, st->query_len, &st->route_class);
+		st->classified = true;
+	}
+	*out = st->route_class;
+}
+
+#define UNIT_MAX_PARSES 16
+
+/*
+ * The route class of the next unit of work in data[0..len): a simple
+ * Query, or extended-protocol messages through Sync. *unit_len is the
+ * unit's length when it is all there, else 0 (and the class is "write":
+ * a read goes to a replica only when the whole unit is known to read).
+ */
+static void classify_unit(client_t *c, const uint8_t *data, size_t len, route_class_t *cls,
+			  size_t *unit_len)
+{
+	const config_t *cfg = c->worker->config;
+	const char *parsed[UNIT_MAX_PARSES];
+	int n_parsed = 0;
+	bool unnamed_parsed = false;
+	size_t pos = 0;
+	route_class_init(cls);
+	*unit_len = 0;
+	while (pos < len) {
+		uint8_t type;
+		size_t total;
+		if (proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total) !=
+		    FRAME_OK)
+			break;
+		proto_reader_t r;
+		proto_reader_init(&r, data + pos + 5, total - 5);
+		route_class_t one;
+		const char *name, *query;
+		size_t name_len, query_len;
+		switch (type) {
+		case 'Q':
+			if (!proto_read_cstr(&r, &query, &query_len)) {
+				route_class_unknown(cls, "malformed query");
+				return;
+			}
+			classify_text(c, query, query_len, &one);
+			route_class_merge(cls, &one);
+			*unit_len = pos + total;
+			return;
+		case 'P':
+			if (!proto_read_cstr(&r, &name, &name_len) ||
+			    !proto_read_cstr(&r, &query, &query_len)) {
+				route_class_unknown(cls, "malformed Parse");
+				return;
+			}
+			classify_text(c, query, query_len, &one);
+			route_class_merge(cls, &one);
+			if (name_len == 0)
+				unnamed_parsed = true;
+			else if (n_parsed < UNIT_MAX_PARSES)
+				parsed[n_parsed++] = name;
+			break;
+		case 'B': {
+			const char *portal;
+			if (!proto_read_cstr(&r, &portal, NULL) ||
+			    !proto_read_cstr(&r, &name, &name_len)) {
+				route_class_unknown(cls, "malformed Bind");
+				return;
+			}
+			bool covered = name_len == 0 ? unnamed_parsed : false;
+			for (int i = 0; i < n_parsed && !covered; i++)
+				covered = strcmp(parsed[i], name) == 0;
+			if (covered)
+				break;
+			stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+			if (!st) {
+				route_class_unknown(cls, "statement prepared in another unit");
+				return;
+			}
+			classify_stmt(c, st, &one);
+			route_class_merge(cls, &one);
+			break;
+		}
+		case 'S':
+			*unit_len = pos + total;
+			return;
+		case 'F':
+			route_class_unknown(cls, "function call");
+			*unit_len = pos + total;
+			return;
+		case 'X':
+			route_class_unknown(cls, "terminate");
+			return;
+		default: /* Describe, Execute, Close, Flush, COPY data */
+			break;
+		}
+		pos += total;
+	}
+	route_class_unknown(cls, "incomplete pipeline");
+}
+
+static int pool_load(int shard, int node, void *arg)
+{
+	client_t *c = arg;
+	pool_t *p = pool_get(c->worker, shard, node, c->login_pool->user, c->login_pool->database);
+	return p ? p->n_active + p->n_waiting : 0;
+}
+
+/*
+ * Chooses the pool for the next unit of work. Session pooling keeps one
+ * server connection for the whole session, on the default shard's primary.
+ */
+static pool_t *route_unit(client_t *c, const uint8_t *data, size_t len, size_t *unit_len,
+			  route_status_t *status)
+{
+	worker_t *w = c->worker;
+	const config_t *cfg = w->config;
+	*status = ROUTE_OK;
+	*unit_len = 0;
+	c->unit_writes = false;
+	if (cfg->pool.mode == POOL_SESSION) {
+		c->target = (route_target_t){cfg->default_shard, 0, false, false, "session pooling"};
+		return c->login_pool;
+	}
+	route_class_t cls;
+	classify_unit(c, data, len, &cls, unit_len);
+	if (c->force_primary) {
+		c->force_primary = false;
+		if (cls.read) {
+			cls.read = false;
+			cls.reason = "read, replica behind the client's last write";
+		}
+	}
+	int shard = cls.hint_shard >= 0 ? cls.hint_shard : cfg->default_shard;
+	const health_snapshot_t *snap = health_acquire();
+	route_target_t t;
+	*status = route_choose(cfg, snap, &cls, shard,
+			       cfg->routing.read_your_writes ? c->write_lsn : 0, &w->balance,
+			       pool_load, c, &t);
+	health_release(snap);
+	if (*status != ROUTE_OK)
+		return NULL;
+	c->target = t;
+	c->unit_writes = !cls.read;
+	if (cls.pins) {
+		c->pin_next = true;
+		log_info("client_pinned", "\"client\":%llu,\"reason\":\"%s\"",
+			 (unsigned long long)c->id, cls.pin_reason);
+	}
+	return pool_get(w, t.shard, t.node, c->login_pool->user, c->login_pool->database);
+}
+
+/* Answers a unit that cannot run with an ErrorResponse and ReadyForQuery,
+ * as PostgreSQL answers a failed statement: the session carries on. */
+static void fail_unit(client_t *c, const char *sqlstate, const char *message)
+{
+	char esc[512];
+	log_warning("unit_refused", "\"client\":%llu,\"sqlstate\":\"%s\",\"message\":\"%s\"",
+		    (unsigned long long)c->id, sqlstate, log_json_escape(esc, sizeof(esc), message));
+	proto_put_error(&c->out, "ERROR", sqlstate, message);
+	proto_put_ready(&c->out, 'I');
+}
+
+/*
+ * A server was linked for the client's next unit. Returns false when the
+ * unit must wait: the replica is first asked whether it has replayed the
+ * client's last write.
+ */
+static bool start_unit(client_t *c)
+{
+	server_t *s = c->server;
+	if (c->pin_next) {
+		c->pin_next = false;
+		c->pinned = true;
+	}
+	relay_prepare_link(s, c);
+	if (c->target.verify_lsn) {
+		c->checking = true;
+		relay_send_lsn_query(s, "SELECT pg_catalog.pg_last_wal_replay_lsn()");
+		server_flush(s);
+		return false;
+	}
+	return true;
+}
+
+void client_finish_check(client_t *c)
+{
+	server_t *s = c->server;
+	c->checking = false;
+	c->target.verify_lsn = false;
+	if (c->captured_lsn < c->write_lsn) {
+		/* Behind: this unit reads on the primary instead. */
+		c->server = NULL;
+		s->client = NULL;
+		c->state = CLIENT_IDLE;
+		c->force_primary = true;
+		pool_release(s);
+	}
+	client_process_input(c);
 }
 
 /*
@@ -443,7 +658,7 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 {
 	size_t pos = 0;
 	const config_t *cfg = c->worker->config;
-	while (pos < len && c->state != CLIENT_CLOSED) {
+	while (pos < len && c->state != CLIENT_CLOSED && !c->checking) {
 		uint8_t type;
 		size_t total;
 		frame_status_t st;
@@ -486,14 +701,38 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				pos += total;
 				continue;
 			}
-			if (!pool_acquire(c->pool, c)) {
+			size_t unit_len;
+			route_status_t rs;
+			pool_t *pool = route_unit(c, data + pos, len - pos, &unit_len, &rs);
+			if (!pool) {
+				char text[200];
+				snprintf(text, sizeof(text),
+					 "shard %s has no primary available for writes",
+					 cfg->shards[c->target.shard].name);
+				if (rs == ROUTE_NO_PRIMARY && unit_len > 0) {
+					fail_unit(c, "08006", text);
+					pos += unit_len;
+					continue;
+				}
+				client_fatal(c, rs == ROUTE_NO_PRIMARY ? "08006" : "53200",
+					     rs == ROUTE_NO_PRIMARY ? text : "out of memory");
+				return pos;
+			}
+			c->pool = pool;
+			if (!pool_acquire(pool, c)) {
 				if (c->state != CLIENT_CLOSED)
 					io_pause_read(c->ev_read, &c->read_paused);
 				break;
 			}
 			c->state = CLIENT_ACTIVE;
-			relay_prepare_link(c->server, c);
+			if (!start_unit(c))
+				break;
 		}
+		/* A statement sent while the proxy still asks for the last
+		 * write's WAL position runs on the primary outside any routed
+		 * unit: it may write, so its position is taken too. */
+		if (c->capturing && (type == 'Q' || type == 'E' || type == 'F'))
+			c->unit_writes = true;
 		if (!relay_client_message(c, type, msg, total))
 			return pos + total;
 		pos += total;
@@ -540,7 +779,8 @@ void client_on_linked(client_t *c)
 		return;
 	}
 	c->state = CLIENT_ACTIVE;
-	relay_prepare_link(s, c);
+	if (!start_unit(c))
+		return;
 	client_process_input(c);
 	if (c->server)
 		server_flush(c->server);
@@ -580,5 +820,5 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 	client_flush(c);
 	if (c->state != CLIENT_CLOSED && c->server && buf_avail(&c->out) < IO_LOW_WATER &&
 	    c->server->state != SERVER_CLOSED)
-		event_add(c->server->ev_read, NULL);
+		io_resume_read(c->server->ev_read, &c->server->read_paused);
 }

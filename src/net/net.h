@@ -16,10 +16,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "analyze/analyze.h"
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/hashmap.h"
 #include "proto/auth.h"
+#include "route/route.h"
 
 struct event;
 struct event_base;
@@ -68,6 +70,8 @@ typedef struct stmt {
 	size_t types_len;
 	uint8_t *key; /* types + query, the interning key */
 	size_t key_len;
+	bool classified; /* route_class is set (analysed once, at first use) */
+	route_class_t route_class;
 } stmt_t;
 
 stmt_t *stmt_intern(worker_t *w, const char *query, size_t query_len, const uint8_t *types,
@@ -95,8 +99,10 @@ typedef enum {
 typedef struct {
 	uint8_t kind;
 	uint8_t action;
-	uint8_t synth;	 /* message type to synthesize */
-	stmt_t *created; /* a Parse that registered this statement */
+	uint8_t synth;	    /* message type to synthesize */
+	bool capture_lsn;   /* the proxy's WAL position query: keep the value */
+	stmt_t *created;    /* a Parse that registered this statement */
+	char *error;	    /* ACTION_SYNTH of an ErrorResponse: its message */
 } pending_t;
 
 typedef enum {
@@ -125,6 +131,7 @@ struct server {
 	struct event *ev_timer;
 	server_state_t state;
 	buf_t in, out;
+	bool read_paused; /* its client's output is full (backpressure) */
 	client_t *client;
 	uint32_t backend_pid, backend_key;
 	params_t params; /* as the server has them now */
@@ -135,6 +142,7 @@ struct server {
 	bool skipping; /* after an extended-protocol error, until Sync */
 
 	hashmap_t stmts; /* stmt id -> server_stmt_t */
+	stmt_t *unnamed; /* what the server's unnamed statement holds, if known */
 	server_stmt_t *lru_head, *lru_tail;
 	int n_stmts;
 
@@ -173,9 +181,21 @@ struct client {
 	char database[CONFIG_NAME_MAX + 1];
 	params_t params;  /* what the client's session should have */
 	hashmap_t stmts;  /* client statement name -> stmt_t */
+	stmt_t *unnamed;  /* the client's unnamed statement (transaction pooling) */
+	bool discarding;  /* after an error the proxy raised: drop messages until Sync */
+	bool pin_next;    /* the unit being routed changes session state */
+	bool pinned;      /* keeps its server connection for the rest of the session */
 	uint32_t cancel_pid, cancel_key;
-	pool_t *pool;	  /* where its statements run (until routing) */
-	server_t *server; /* linked server connection */
+	pool_t *login_pool; /* the default shard's primary: parameters at login */
+	pool_t *pool;	    /* where the current unit of work runs */
+	server_t *server;   /* linked server connection */
+	route_target_t target; /* where the current unit was routed, and why */
+	bool unit_writes;      /* the current unit may write: note the WAL position after */
+	uint64_t write_lsn;    /* the client's last write's WAL position (read_your_writes) */
+	uint64_t captured_lsn; /* the answer to the proxy's last WAL position query */
+	bool capturing;	       /* asking the primary for the WAL position of a write */
+	bool checking;	       /* asking a replica whether it replayed write_lsn */
+	bool force_primary;    /* the next unit goes to the primary (replica behind) */
 	client_t *wait_next, *wait_prev;
 	int64_t wait_start_ms;
 	int64_t connect_ms;
@@ -205,6 +225,8 @@ struct worker {
 	hashmap_t clients_by_key; /* cancel pid -> client */
 	hashmap_t stmts;	  /* interned statements */
 	uint64_t next_stmt_id;
+	analyzer_t *analyzer;	  /* cached statement analyses */
+	route_balance_t balance;
 	uint64_t next_id;
 	client_t *clients; /* all clients of this worker */
 	int n_clients;
@@ -247,6 +269,9 @@ void client_on_linked(client_t *c);
 void client_on_pool_error(client_t *c, const char *sqlstate, const char *message);
 /* Runs the client's buffered messages (after a link or an unlink). */
 void client_process_input(client_t *c);
+/* The replica answered the read-your-writes check: run the unit there or
+ * move it to the primary. */
+void client_finish_check(client_t *c);
 void client_free(client_t *c);
 client_t *client_find_by_cancel(worker_t *w, uint32_t pid);
 
@@ -263,7 +288,11 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 bool relay_prepare_link(server_t *s, client_t *c);
 /* Sends a simple query of the proxy's own whose answer is swallowed. */
 bool relay_send_internal_query(server_t *s, const char *sql);
+/* The same for a query returning one pg_lsn, kept in client->captured_lsn. */
+bool relay_send_lsn_query(server_t *s, const char *sql);
 void relay_reset_pending(server_t *s);
 void relay_drop_stmts(server_t *s);
+/* Sets (or clears, with NULL) a stmt_t slot, keeping references right. */
+void relay_set_stmt(worker_t *w, stmt_t **slot, stmt_t *st);
 
 #endif

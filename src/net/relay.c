@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "health/health.h"
 #include "net/net.h"
 #include "pool/pool.h"
 #include "proto/proto.h"
@@ -52,6 +53,8 @@ static bool pending_push(server_t *s, pending_kind_t kind, pending_action_t acti
 	p->kind = (uint8_t)kind;
 	p->action = (uint8_t)action;
 	p->synth = synth;
+	p->capture_lsn = false;
+	p->error = NULL;
 	p->created = created;
 	s->pending_count++;
 	return true;
@@ -59,12 +62,17 @@ static bool pending_push(server_t *s, pending_kind_t kind, pending_action_t acti
 
 static void pending_pop(server_t *s)
 {
+	pending_t *p = pending_at(s, 0);
+	free(p->error);
+	p->error = NULL;
 	s->pending_head = (s->pending_head + 1) % s->pending_cap;
 	s->pending_count--;
 }
 
 void relay_reset_pending(server_t *s)
 {
+	while (s->pending_count > 0)
+		pending_pop(s);
 	s->pending_head = 0;
 	s->pending_count = 0;
 	s->skipping = false;
@@ -152,12 +160,41 @@ static void server_remember_stmt(server_t *s, stmt_t *st)
 	s->n_stmts++;
 }
 
+void relay_set_stmt(worker_t *w, stmt_t **slot, stmt_t *st)
+{
+	if (st)
+		stmt_ref(st);
+	if (*slot)
+		stmt_unref(w, *slot);
+	*slot = st;
+}
+
 void relay_drop_stmts(server_t *s)
 {
 	while (s->lru_head)
 		server_forget_stmt(s, s->lru_head);
+	relay_set_stmt(s->worker, &s->unnamed, NULL);
 }
 
+typedef struct {
+	const stmt_t *stmt;
+	const void *key;
+	size_t key_len;
+} find_name_t;
+
+static void find_name(const void *key, size_t len, void *value, void *arg)
+{
+	find_name_t *f = arg;
+	if (value == f->stmt && !f->key) {
+		f->key = key;
+		f->key_len = len;
+	}
+}
+
+/*
+ * A Parse that failed or was skipped created nothing: the server does not
+ * have the statement, and a client's own Parse leaves its name free again.
+ */
 static void unregister_created(server_t *s, pending_t *p)
 {
 	if (!p->created)
@@ -165,6 +202,19 @@ static void unregister_created(server_t *s, pending_t *p)
 	server_stmt_t *e = server_find_stmt(s, p->created);
 	if (e)
 		server_forget_stmt(s, e);
+	client_t *c = s->client;
+	if (c && p->action == ACTION_FORWARD) {
+		find_name_t f = {p->created, NULL, 0};
+		hashmap_foreach(&c->stmts, find_name, &f);
+		if (f.key) {
+			char name[CONFIG_NAME_MAX * 4 + 1];
+			size_t n = f.key_len < sizeof(name) ? f.key_len : sizeof(name) - 1;
+			memcpy(name, f.key, n);
+			stmt_t *st = hashmap_remove(&c->stmts, name, n);
+			if (st)
+				stmt_unref(c->worker, st);
+		}
+	}
 	p->created = NULL;
 }
 
@@ -185,6 +235,36 @@ static bool put_parse(server_t *s, const stmt_t *st)
 	return true;
 }
 
+/* Appends Parse("", query, types): the unnamed statement. */
+static bool put_parse_unnamed(server_t *s, const stmt_t *st)
+{
+	size_t body = 1 + st->query_len + 1 + st->types_len;
+	if (!buf_reserve(&s->out, body + 5))
+		return false;
+	buf_put_u8(&s->out, 'P');
+	buf_put_u32(&s->out, (uint32_t)(body + 4));
+	buf_put_u8(&s->out, 0);
+	buf_put_bytes(&s->out, st->query, st->query_len);
+	buf_put_u8(&s->out, 0);
+	buf_put_bytes(&s->out, st->types, st->types_len);
+	return true;
+}
+
+/*
+ * In transaction pooling the client's unnamed statement may have been
+ * parsed on another server connection (asyncpg parses in one Sync and
+ * binds in the next): parse it here first.
+ */
+static bool ensure_unnamed(client_t *c, server_t *s)
+{
+	if (!c->unnamed || s->unnamed == c->unnamed)
+		return true;
+	if (!put_parse_unnamed(s, c->unnamed))
+		return false;
+	relay_set_stmt(c->worker, &s->unnamed, c->unnamed);
+	return pending_push(s, PENDING_PARSE, ACTION_DROP, 0, NULL);
+}
+
 /* Makes sure the server has the statement before a Bind or Describe. */
 static bool ensure_prepared(server_t *s, stmt_t *st)
 {
@@ -200,20 +280,45 @@ static bool ensure_prepared(server_t *s, stmt_t *st)
 	return pending_push(s, PENDING_PARSE, ACTION_DROP, 0, st);
 }
 
-static void emit_synth(client_t *c, uint8_t type)
+static void emit_synth(client_t *c, const pending_t *p)
 {
-	if (c)
-		proto_put_empty(&c->out, type);
+	if (!c)
+		return;
+	if (p->synth == 'E')
+		proto_put_error(&c->out, "ERROR", "42P05", p->error ? p->error : "");
+	else
+		proto_put_empty(&c->out, p->synth);
 }
 
 /* Answers at once when nothing is owed before it, else queues it. */
 static bool push_synth(server_t *s, pending_kind_t kind, uint8_t type)
 {
 	if (s->pending_count == 0) {
-		emit_synth(s->client, type);
+		pending_t p = {.synth = type};
+		emit_synth(s->client, &p);
 		return true;
 	}
 	return pending_push(s, kind, ACTION_SYNTH, type, NULL);
+}
+
+/*
+ * A Parse that PostgreSQL would refuse (42P05: the name exists). The error
+ * goes out in order, and the client's messages up to Sync are dropped, as
+ * the server would skip them after an error.
+ */
+static bool refuse_duplicate(client_t *c, server_t *s, const char *name)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "prepared statement \"%s\" already exists", name);
+	c->discarding = true;
+	if (s->pending_count == 0) {
+		proto_put_error(&c->out, "ERROR", "42P05", text);
+		return true;
+	}
+	if (!pending_push(s, PENDING_PARSE, ACTION_SYNTH, 'E', NULL))
+		return false;
+	pending_at(s, s->pending_count - 1)->error = strdup(text);
+	return true;
 }
 
 static bool forward(server_t *s, const uint8_t *msg, size_t len)
@@ -258,20 +363,26 @@ static bool relay_parse(client_t *c, server_t *s, const uint8_t *msg, size_t len
 		return false;
 	}
 	types = msg + 5 + r.pos - 2;
-	if (!renaming(c) || name[0] == '\0')
+	if (!renaming(c))
 		return forward(s, msg, len) && pending_push(s, PENDING_PARSE, ACTION_FORWARD, 0, NULL);
 
+	size_t name_len = strlen(name);
+	stmt_t *old = name_len ? hashmap_get(&c->stmts, name, name_len) : NULL;
+	if (old)
+		return refuse_duplicate(c, s, name);
 	stmt_t *st = stmt_intern(c->worker, query, query_len, types, 2 + (size_t)n_types * 4);
 	if (!st)
 		return false;
-	size_t name_len = strlen(name);
-	stmt_t *old = hashmap_get(&c->stmts, name, name_len);
+	if (name_len == 0) {
+		relay_set_stmt(c->worker, &c->unnamed, st);
+		relay_set_stmt(c->worker, &s->unnamed, st);
+		stmt_unref(c->worker, st);
+		return forward(s, msg, len) && pending_push(s, PENDING_PARSE, ACTION_FORWARD, 0, NULL);
+	}
 	if (!hashmap_put(&c->stmts, name, name_len, st)) {
 		stmt_unref(c->worker, st);
 		return false;
 	}
-	if (old)
-		stmt_unref(c->worker, old);
 	server_stmt_t *e = server_find_stmt(s, st);
 	if (e) {
 		lru_unlink(s, e);
@@ -297,6 +408,8 @@ static bool relay_bind(client_t *c, server_t *s, const uint8_t *msg, size_t len)
 		return false;
 	}
 	stmt_t *st = NULL;
+	if (renaming(c) && name_len == 0 && !ensure_unnamed(c, s))
+		return false;
 	if (renaming(c) && name_len > 0)
 		st = hashmap_get(&c->stmts, name, name_len);
 	if (!st)
@@ -328,6 +441,8 @@ static bool relay_describe_or_close(client_t *c, server_t *s, uint8_t type, cons
 						     : "invalid Close message");
 		return false;
 	}
+	if (what == 'S' && type == 'D' && renaming(c) && name_len == 0 && !ensure_unnamed(c, s))
+		return false;
 	if (what != 'S' || !renaming(c) || name_len == 0)
 		return forward(s, msg, len) && pending_push(s, kind, ACTION_FORWARD, 0, NULL);
 
@@ -360,14 +475,21 @@ bool relay_client_message(client_t *c, uint8_t type, const uint8_t *msg, size_t 
 	server_t *s = c->server;
 	bool extended = type == 'P' || type == 'B' || type == 'D' || type == 'E' || type == 'C';
 
+	if (c->discarding && (extended || type == 'H'))
+		return true; /* after the proxy's own error, as the server would */
 	if (s->skipping && extended)
 		return forward(s, msg, len); /* the server discards it until Sync */
 
 	switch (type) {
 	case 'Q':
+		/* A simple query destroys the unnamed statement. */
+		relay_set_stmt(c->worker, &s->unnamed, NULL);
+		relay_set_stmt(c->worker, &c->unnamed, NULL);
+		return forward(s, msg, len) && pending_push(s, PENDING_QUERY, ACTION_FORWARD, 0, NULL);
 	case 'F':
 		return forward(s, msg, len) && pending_push(s, PENDING_QUERY, ACTION_FORWARD, 0, NULL);
 	case 'S':
+		c->discarding = false;
 		s->skipping = false;
 		return forward(s, msg, len) && pending_push(s, PENDING_SYNC, ACTION_FORWARD, 0, NULL);
 	case 'H':
@@ -504,6 +626,24 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 		return true;
 	}
 
+	if (type == 'D' && p->capture_lsn) {
+		/* DataRow: Int16 1, Int32 length, the pg_lsn as text. */
+		proto_reader_t r;
+		uint16_t n;
+		int32_t vlen;
+		const uint8_t *value;
+		char text[64];
+		uint64_t lsn;
+		proto_reader_init(&r, msg + 5, len - 5);
+		if (c && proto_read_u16(&r, &n) && n == 1 && proto_read_i32(&r, &vlen) && vlen > 0 &&
+		    vlen < (int32_t)sizeof(text) && proto_read_bytes(&r, (size_t)vlen, &value)) {
+			memcpy(text, value, (size_t)vlen);
+			text[vlen] = '\0';
+			if (health_parse_lsn(text, &lsn))
+				c->captured_lsn = lsn;
+		}
+		return true;
+	}
 	if (type == 'E' && p->action == ACTION_DROP) {
 		/* A statement the proxy issued failed: the client's next
 		 * extended message would fail anyway, so it learns why. */
@@ -524,14 +664,17 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 	if (!is_terminal(p, type))
 		return true;
 	bool failed = type == 'E';
-	if (failed)
+	if (failed) {
 		unregister_created(s, p);
+		/* A failed or skipped Parse leaves the unnamed statement unknown. */
+		relay_set_stmt(s->worker, &s->unnamed, NULL);
+	}
 	pending_kind_t kind = (pending_kind_t)p->kind;
 	pending_pop(s);
 	if (failed && kind != PENDING_QUERY && kind != PENDING_SYNC)
 		skip_to_sync(s);
 	while ((p = pending_first(s)) && p->action == ACTION_SYNTH) {
-		emit_synth(c, p->synth);
+		emit_synth(c, p);
 		pending_pop(s);
 	}
 	return true;
@@ -606,13 +749,24 @@ bool relay_prepare_link(server_t *s, client_t *c)
 		return false;
 	}
 	buf_append(&sql, "", 1);
-	bool ok = proto_put_query(&s->out, (const char *)buf_head(&sql)) &&
-		  pending_push(s, PENDING_QUERY, ACTION_DROP, 0, NULL);
+	bool ok = relay_send_internal_query(s, (const char *)buf_head(&sql));
 	buf_free(&sql);
 	return ok;
 }
 
 bool relay_send_internal_query(server_t *s, const char *sql)
 {
+	/* Like any simple query, it destroys the unnamed statement. */
+	relay_set_stmt(s->worker, &s->unnamed, NULL);
 	return proto_put_query(&s->out, sql) && pending_push(s, PENDING_QUERY, ACTION_DROP, 0, NULL);
+}
+
+bool relay_send_lsn_query(server_t *s, const char *sql)
+{
+	if (!relay_send_internal_query(s, sql))
+		return false;
+	pending_at(s, s->pending_count - 1)->capture_lsn = true;
+	if (s->client)
+		s->client->captured_lsn = 0;
+	return true;
 }

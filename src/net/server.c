@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "health/health.h"
 #include "net/io.h"
 #include "net/net.h"
 #include "pool/pool.h"
@@ -144,6 +145,10 @@ void server_close(server_t *s, const char *reason)
 	}
 	server_state_t was = s->state;
 	s->state = SERVER_CLOSED;
+	/* A failed login, or a connection lost under a client, counts
+	 * against the node's circuit breaker. */
+	if (was_login || c)
+		health_report(s->pool->shard, s->pool->node, false);
 	if (s->ev_read)
 		event_del(s->ev_read);
 	if (s->ev_write)
@@ -185,6 +190,7 @@ void server_free(server_t *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	relay_drop_stmts(s);
+	relay_reset_pending(s);
 	hashmap_destroy(&s->stmts);
 	params_free(&s->params);
 	buf_free(&s->in);
@@ -359,6 +365,7 @@ static bool login_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 		}
 		event_del(s->ev_timer);
 		s->state = SERVER_IDLE;
+		health_report(s->pool->shard, s->pool->node, true);
 		log_debug("server_login", "\"server\":%llu,\"node\":\"%s:%d\",\"backend_pid\":%u",
 			  (unsigned long long)s->id, s->pool->address.host, s->pool->address.port,
 			  s->backend_pid);
@@ -389,7 +396,29 @@ static void after_batch(server_t *s, bool saw_ready)
 		client_on_linked(c); /* login parameters are set: finish it */
 		return;
 	}
-	if (c && c->worker->config->pool.mode == POOL_TRANSACTION && s->tx_status == 'I') {
+	if (c && c->checking) {
+		client_finish_check(c);
+		return;
+	}
+	const config_t *cfg = s->worker->config;
+	if (c && cfg->pool.mode == POOL_TRANSACTION && s->tx_status == 'I' && !c->pinned) {
+		if (c->capturing) {
+			c->capturing = false;
+			if (c->captured_lsn > c->write_lsn)
+				c->write_lsn = c->captured_lsn;
+		}
+		if (c->unit_writes && cfg->routing.read_your_writes &&
+		    cfg->routing.read_write_split && cfg->shards[s->pool->shard].n_replicas > 0) {
+			/* Where the write ended in the WAL: later reads go only to
+			 * replicas that replayed it. The client already has its
+			 * answer; only this server connection waits. */
+			c->unit_writes = false;
+			c->capturing = true;
+			relay_send_lsn_query(s, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+			server_flush(s);
+			return;
+		}
+		c->unit_writes = false;
 		c->server = NULL;
 		s->client = NULL;
 		c->state = CLIENT_IDLE;

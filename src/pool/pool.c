@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "net/io.h"
 
 static size_t pool_key(char *out, size_t outlen, int shard, int node, const char *user,
 		       const char *database)
@@ -91,6 +92,8 @@ pool_t *pool_get(worker_t *w, int shard, int node, const char *user, const char 
 
 static void link_server(pool_t *pool, server_t *s, client_t *c)
 {
+	/* Paused for its previous client's backpressure, maybe: not for this one. */
+	io_resume_read(s->ev_read, &s->read_paused);
 	s->state = SERVER_ACTIVE;
 	s->client = c;
 	s->last_used_ms = net_now_ms();
@@ -213,6 +216,8 @@ static void give(pool_t *pool, server_t *s)
 		client_on_linked(c);
 		return;
 	}
+	/* Idle servers are read too: a server that speaks now is going away. */
+	io_resume_read(s->ev_read, &s->read_paused);
 	s->state = SERVER_IDLE;
 	s->client = NULL;
 	s->next = pool->idle;

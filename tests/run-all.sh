@@ -53,6 +53,8 @@ max_client_conn: 5000
 pool: { mode: $mode, size: 20 }
 timeouts: { wait: 5s, login: 10s }
 log: { level: info }
+health: { interval: 100ms, failures_to_open: 3, open_for: 1s }
+routing: { max_replica_lag: { bytes: 1MB, time: 1s } }
 auth: { method: trust }
 backend: { user: postgres, password: postgres }
 shards:

@@ -210,6 +210,7 @@ void client_free(client_t *c)
 		event_free(c->ev_timer);
 	buf_free(&c->in);
 	buf_free(&c->out);
+	buf_free(&c->replay);
 	free(c);
 }
 
@@ -231,6 +232,17 @@ void client_fatal(client_t *c, const char *sqlstate, const char *message)
 
 void client_on_pool_error(client_t *c, const char *sqlstate, const char *message)
 {
+	if (c->state == CLIENT_WAITING && c->target.replica && strcmp(sqlstate, "08006") == 0) {
+		/* Its unit is still unsent: a read the replica cannot take
+		 * goes to the primary instead. */
+		log_info("read_rerouted", "\"client\":%llu,\"shard\":%d,\"node\":%d",
+			 (unsigned long long)c->id, c->target.shard, c->target.node);
+		c->state = CLIENT_IDLE;
+		c->force_primary = true;
+		buf_free(&c->replay);
+		client_process_input(c);
+		return;
+	}
 	client_fatal(c, sqlstate, message);
 }
 
@@ -634,6 +646,51 @@ static bool start_unit(client_t *c)
 	return true;
 }
 
+bool client_take_back_unit(client_t *c)
+{
+	if (buf_avail(&c->replay) == 0 || buf_avail(&c->out) > 0)
+		return false;
+	/* Put the unit back in front of whatever the client sent after it. */
+	buf_t in = {0};
+	if (!buf_append(&in, buf_head(&c->replay), buf_avail(&c->replay)) ||
+	    !buf_append(&in, buf_head(&c->in), buf_avail(&c->in))) {
+		buf_free(&in);
+		return false;
+	}
+	buf_free(&c->in);
+	c->in = in;
+	buf_free(&c->replay);
+	c->server = NULL;
+	c->state = CLIENT_IDLE;
+	c->checking = false;
+	c->capturing = false;
+	c->force_primary = true;
+	c->replaying = true;
+	log_info("read_retried", "\"client\":%llu,\"shard\":%d,\"node\":%d",
+		 (unsigned long long)c->id, c->target.shard, c->target.node);
+	return true;
+}
+
+void client_on_server_lost(client_t *c, bool in_transaction, int owed_syncs)
+{
+	if (c->state == CLIENT_CLOSED)
+		return;
+	c->server = NULL;
+	buf_free(&c->replay);
+	if (in_transaction || owed_syncs != 1 || c->pinned || c->state == CLIENT_LOGIN ||
+	    c->worker->config->pool.mode == POOL_SESSION) {
+		client_fatal(c, "08006", "server connection lost");
+		return;
+	}
+	/* As PostgreSQL answers a failed statement: the session carries on. */
+	c->state = CLIENT_IDLE;
+	c->checking = false;
+	c->capturing = false;
+	c->discarding = false;
+	fail_unit(c, "08006", "server connection lost while running the statement");
+	client_flush(c);
+}
+
 void client_finish_check(client_t *c)
 {
 	server_t *s = c->server;
@@ -719,6 +776,9 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				return pos;
 			}
 			c->pool = pool;
+			buf_free(&c->replay);
+			if (c->target.replica && unit_len > 0)
+				buf_append(&c->replay, data + pos, unit_len);
 			if (!pool_acquire(pool, c)) {
 				if (c->state != CLIENT_CLOSED)
 					io_pause_read(c->ev_read, &c->read_paused);

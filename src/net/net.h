@@ -184,6 +184,8 @@ struct client {
 	stmt_t *unnamed;  /* the client's unnamed statement (transaction pooling) */
 	bool discarding;  /* after an error the proxy raised: drop messages until Sync */
 	bool pin_next;    /* the unit being routed changes session state */
+	buf_t replay;	  /* a read unit sent to a replica, until its first answer */
+	bool replaying;	  /* running such a unit again: its Parse may repeat */
 	bool pinned;      /* keeps its server connection for the rest of the session */
 	uint32_t cancel_pid, cancel_key;
 	pool_t *login_pool; /* the default shard's primary: parameters at login */
@@ -267,6 +269,14 @@ void client_flush(client_t *c);
 void client_on_linked(client_t *c);
 /* Called when the pool gives up on the client's request. */
 void client_on_pool_error(client_t *c, const char *sqlstate, const char *message);
+/* The linked server died. Returns true when the client's unit was taken
+ * back to be run again (a read nothing was answered for yet); false when
+ * the client must be told (client_on_server_lost). */
+bool client_take_back_unit(client_t *c);
+/* Tells the client its server connection was lost: an ErrorResponse and
+ * ReadyForQuery when it was outside a transaction with one answer owed,
+ * else a FATAL error. */
+void client_on_server_lost(client_t *c, bool in_transaction, int owed_syncs);
 /* Runs the client's buffered messages (after a link or an unlink). */
 void client_process_input(client_t *c);
 /* The replica answered the read-your-writes check: run the unit there or
@@ -291,6 +301,8 @@ bool relay_send_internal_query(server_t *s, const char *sql);
 /* The same for a query returning one pg_lsn, kept in client->captured_lsn. */
 bool relay_send_lsn_query(server_t *s, const char *sql);
 void relay_reset_pending(server_t *s);
+/* How many ReadyForQuery the client still waits for from this server. */
+int relay_owed_syncs(server_t *s);
 void relay_drop_stmts(server_t *s);
 /* Sets (or clears, with NULL) a stmt_t slot, keeping references right. */
 void relay_set_stmt(worker_t *w, stmt_t **slot, stmt_t *st);

@@ -284,6 +284,7 @@ static void emit_synth(client_t *c, const pending_t *p)
 {
 	if (!c)
 		return;
+	buf_free(&c->replay); /* answered: no longer safe to run again */
 	if (p->synth == 'E')
 		proto_put_error(&c->out, "ERROR", "42P05", p->error ? p->error : "");
 	else
@@ -312,6 +313,7 @@ static bool refuse_duplicate(client_t *c, server_t *s, const char *name)
 	snprintf(text, sizeof(text), "prepared statement \"%s\" already exists", name);
 	c->discarding = true;
 	if (s->pending_count == 0) {
+		buf_free(&c->replay);
 		proto_put_error(&c->out, "ERROR", "42P05", text);
 		return true;
 	}
@@ -368,11 +370,23 @@ static bool relay_parse(client_t *c, server_t *s, const uint8_t *msg, size_t len
 
 	size_t name_len = strlen(name);
 	stmt_t *old = name_len ? hashmap_get(&c->stmts, name, name_len) : NULL;
-	if (old)
-		return refuse_duplicate(c, s, name);
 	stmt_t *st = stmt_intern(c->worker, query, query_len, types, 2 + (size_t)n_types * 4);
 	if (!st)
 		return false;
+	if (old && old == st && c->replaying) {
+		/* The same unit again, after its replica failed: the name is
+		 * the client's already. */
+		stmt_unref(c->worker, st);
+		stmt_unref(c->worker, hashmap_remove(&c->stmts, name, name_len));
+		old = NULL;
+		st = stmt_intern(c->worker, query, query_len, types, 2 + (size_t)n_types * 4);
+		if (!st)
+			return false;
+	}
+	if (old) {
+		stmt_unref(c->worker, st);
+		return refuse_duplicate(c, s, name);
+	}
 	if (name_len == 0) {
 		relay_set_stmt(c->worker, &c->unnamed, st);
 		relay_set_stmt(c->worker, &s->unnamed, st);
@@ -589,6 +603,22 @@ static void note_command_complete(server_t *s, client_t *c, const uint8_t *msg, 
 	}
 }
 
+/* True for an ErrorResponse of severity FATAL or PANIC (the session ends). */
+static bool error_is_fatal(const uint8_t *msg, size_t len)
+{
+	proto_reader_t r;
+	uint8_t field;
+	const char *value;
+	proto_reader_init(&r, msg + 5, len - 5);
+	while (proto_read_u8(&r, &field) && field != 0) {
+		if (!proto_read_cstr(&r, &value, NULL))
+			return false;
+		if (field == 'V' || field == 'S')
+			return strcmp(value, "FATAL") == 0 || strcmp(value, "PANIC") == 0;
+	}
+	return false;
+}
+
 /*
  * Handles one message from a server connection that has finished logging
  * in. Returns false when the server connection must be closed.
@@ -607,8 +637,10 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 		return true;
 	case 'N':
 	case 'A':
-		if (relay)
+		if (relay) {
 			buf_append(&c->out, msg, len);
+			buf_free(&c->replay);
+		}
 		return true;
 	default:
 		break;
@@ -644,6 +676,11 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 		}
 		return true;
 	}
+	if (type == 'E' && c && buf_avail(&c->replay) > 0 && error_is_fatal(msg, len)) {
+		/* The replica is going away before answering a read: close it,
+		 * and the read runs again elsewhere (client_take_back_unit). */
+		return false;
+	}
 	if (type == 'E' && p->action == ACTION_DROP) {
 		/* A statement the proxy issued failed: the client's next
 		 * extended message would fail anyway, so it learns why. */
@@ -654,6 +691,7 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 				    (unsigned long long)s->id);
 	} else if (relay) {
 		buf_append(&c->out, msg, len);
+		buf_free(&c->replay); /* answered: no longer safe to run again */
 	}
 
 	if (type == 'Z' && len >= 6)
@@ -769,4 +807,15 @@ bool relay_send_lsn_query(server_t *s, const char *sql)
 	if (s->client)
 		s->client->captured_lsn = 0;
 	return true;
+}
+
+int relay_owed_syncs(server_t *s)
+{
+	int n = 0;
+	for (int i = 0; i < s->pending_count; i++) {
+		const pending_t *p = pending_at(s, i);
+		if (p->action == ACTION_FORWARD && (p->kind == PENDING_SYNC || p->kind == PENDING_QUERY))
+			n++;
+	}
+	return n;
 }

@@ -138,10 +138,14 @@ void server_close(server_t *s, const char *reason)
 		  "\"server\":%llu,\"node\":\"%s:%d\",\"reason\":\"%s\"", (unsigned long long)s->id,
 		  s->pool->address.host, s->pool->address.port, reason);
 	client_t *c = s->client;
+	client_t *retry = NULL;
 	if (c) {
 		s->client = NULL;
 		c->server = NULL;
-		client_on_pool_error(c, "08006", "server connection lost");
+		if (client_take_back_unit(c))
+			retry = c;
+		else
+			client_on_server_lost(c, s->tx_status != 'I', relay_owed_syncs(s));
 	}
 	server_state_t was = s->state;
 	s->state = SERVER_CLOSED;
@@ -177,6 +181,9 @@ void server_close(server_t *s, const char *reason)
 		s->worker->free_servers = s;
 		worker_schedule_reap(s->worker);
 	}
+	/* Now that the pool has forgotten this server, run the read again. */
+	if (retry)
+		client_process_input(retry);
 }
 
 void server_free(server_t *s)
@@ -419,6 +426,8 @@ static void after_batch(server_t *s, bool saw_ready)
 			return;
 		}
 		c->unit_writes = false;
+		c->replaying = false;
+		buf_free(&c->replay);
 		c->server = NULL;
 		s->client = NULL;
 		c->state = CLIENT_IDLE;

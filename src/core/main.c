@@ -7,13 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
 #include "core/log.h"
+#include "analyze/analyze.h"
 #include "core/version.h"
 #include "health/health.h"
 #include "net/net.h"
+#include "route/route.h"
 
 static void usage(FILE *out)
 {
@@ -23,6 +26,7 @@ static void usage(FILE *out)
 		"Usage:\n"
 		"  shardgate [serve] -c FILE [-d] [--pidfile FILE]   run the proxy\n"
 		"  shardgate check -c FILE                           validate a configuration\n"
+		"  shardgate explain -c FILE \"SQL\"                   show how a statement is routed\n"
 		"  shardgate --version | --help\n"
 		"\n"
 		"Options:\n"
@@ -36,6 +40,7 @@ typedef struct {
 	const char *command;
 	const char *config_path;
 	const char *pidfile;
+	const char *sql;
 	bool daemon;
 } options_t;
 
@@ -54,6 +59,8 @@ static bool parse_options(int argc, char **argv, options_t *opt)
 			opt->daemon = true;
 		} else if (strcmp(a, "--pidfile") == 0 && i + 1 < argc) {
 			opt->pidfile = argv[++i];
+		} else if (a[0] != '-' && !opt->sql && strcmp(opt->command, "explain") == 0) {
+			opt->sql = a;
 		} else {
 			fprintf(stderr, "shardgate: unknown argument \"%s\"\n", a);
 			return false;
@@ -164,6 +171,111 @@ static int check(const options_t *opt)
 	return 0;
 }
 
+static bool tracked_param(const char *name)
+{
+	return params_is_synced(name);
+}
+
+/* Waits (up to 3 s) for the monitor to have checked every node once. */
+static const health_snapshot_t *first_snapshot(void)
+{
+	for (int i = 0; i < 300; i++) {
+		const health_snapshot_t *snap = health_acquire();
+		bool complete = snap != NULL;
+		for (int n = 0; snap && n < snap->n_nodes; n++)
+			if (snap->nodes[n].last_check_ms == 0)
+				complete = false;
+		if (complete)
+			return snap;
+		health_release(snap);
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return health_acquire();
+}
+
+/*
+ * `shardgate explain`: how a statement would be routed now, with the
+ * analysis behind the decision and the monitor's view of every node.
+ */
+static int explain(const options_t *opt)
+{
+	config_t *config;
+	char err[2048];
+	if (!opt->sql) {
+		fprintf(stderr, "shardgate explain: give the statement to explain\n");
+		return 2;
+	}
+	if (!config_load(opt->config_path, &config, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	log_set_level(LOG_WARNING);
+	analysis_t *a;
+	if (!analyze_statement(opt->sql, strlen(opt->sql), &a)) {
+		config_free(config);
+		return 1;
+	}
+	route_class_t cls;
+	route_classify(config, a, tracked_param, &cls);
+	printf("statement:  %s\n", opt->sql);
+	printf("kind:       %s%s\n", analyze_kind_name(a->kind),
+	       a->parse_error ? " (not parseable: routed as a write)" : "");
+	if (a->parse_error && a->error_message)
+		printf("parse error: %s\n", a->error_message);
+	printf("statements: %d\n", a->n_statements);
+	for (int i = 0; i < a->n_tables; i++)
+		if (!a->tables[i].cte_name)
+			printf("table:      %s%s%s (%s)\n", a->tables[i].schema ? a->tables[i].schema : "",
+		       a->tables[i].schema ? "." : "", a->tables[i].name,
+		       a->tables[i].written ? "written" : "read");
+	for (int i = 0; i < a->n_functions; i++)
+		printf("function:   %s%s%s\n", a->functions[i].schema ? a->functions[i].schema : "",
+		       a->functions[i].schema ? "." : "", a->functions[i].name);
+	if (a->hint.present)
+		printf("hint:       %s%s%s max_lag=%lldms\n", a->hint.primary ? "primary " : "",
+		       a->hint.shard ? "shard=" : "", a->hint.shard ? a->hint.shard : "",
+		       (long long)a->hint.max_lag_ms);
+	printf("class:      %s (%s)\n", cls.read ? "read" : "write", cls.reason);
+	if (cls.pins)
+		printf("session:    pins the client to its server connection (%s)\n",
+		       cls.pin_reason);
+
+	int shard = cls.hint_shard >= 0 ? cls.hint_shard : config->default_shard;
+	if (!health_start(config, err, sizeof(err))) {
+		fprintf(stderr, "shardgate: %s\n", err);
+		analyze_release(a);
+		config_free(config);
+		return 1;
+	}
+	const health_snapshot_t *snap = first_snapshot();
+	route_balance_t balance = {0};
+	route_target_t t;
+	if (config->pool.mode == POOL_SESSION) {
+		/* One server connection per session: the default shard's primary. */
+		cls.read = false;
+		cls.reason = "session pooling keeps every statement on the primary";
+	}
+	route_status_t rs = route_choose(config, snap, &cls, shard, 0, &balance, NULL, NULL, &t);
+	if (rs != ROUTE_OK) {
+		printf("target:     none: %s (writes fail fast with SQLSTATE 08006)\n",
+		       route_status_name(rs));
+	} else {
+		const cfg_shard_t *sh = &config->shards[t.shard];
+		const cfg_node_t *n = t.node == 0 ? &sh->primary : &sh->replicas[t.node - 1];
+		printf("target:     shard %s, %s %s:%d (%s)\n", sh->name,
+		       t.replica ? "replica" : "primary", n->address.host, n->address.port,
+		       t.reason);
+	}
+	printf("\nnodes (monitor):\n");
+	health_print(snap, stdout);
+	health_release(snap);
+	health_stop();
+	analyze_release(a);
+	config_free(config);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -185,6 +297,8 @@ int main(int argc, char **argv)
 		return serve(&opt);
 	if (strcmp(opt.command, "check") == 0)
 		return check(&opt);
+	if (strcmp(opt.command, "explain") == 0)
+		return explain(&opt);
 	fprintf(stderr, "shardgate: unknown command \"%s\"\n", opt.command);
 	usage(stderr);
 	return 2;

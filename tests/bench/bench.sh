@@ -703,3 +703,18 @@ REP=$TMP/report
 } >"$REP"
 cp "$REP" "$REPORT"
 cat "$REPORT"
+
+# --- 8. routing micro-benchmark (no servers needed) --------------------------------------
+# The cost of deciding where a statement runs: cached analysis + classification + node
+# choice, and the same with a fresh parse.
+echo
+echo "routing decision cost (tests/bench/route_bench.c):"
+# shellcheck disable=SC2046
+if cc -std=c11 -O2 -D_GNU_SOURCE -Isrc tests/bench/route_bench.c src/analyze/*.c \
+	src/route/route.c src/config/config.c src/health/*.c src/core/log.c \
+	$(pkg-config --cflags --libs yaml-0.1 libpq libprotobuf-c) -lpg_query -lpthread \
+	-o "$OUT/route_bench" 2>"$OUT/route_bench.log"; then
+	"$OUT/route_bench" | tee -a "$REPORT" | sed 's/^/  /'
+else
+	echo "  could not build route_bench (see $OUT/route_bench.log)"
+fi

@@ -54,7 +54,7 @@ pool: { mode: $mode, size: 20 }
 timeouts: { wait: 5s, login: 10s }
 log: { level: info }
 health: { interval: 100ms, failures_to_open: 3, open_for: 1s }
-routing: { max_replica_lag: { bytes: 1MB, time: 1s } }
+routing: { max_replica_lag: { bytes: 1MB, time: 3s }, read_your_writes_wait: 20ms }
 auth: { method: trust }
 backend: { user: postgres, password: postgres }
 shards:

@@ -374,6 +374,31 @@ static bool handle_cancel(client_t *c, const proto_startup_t *st)
 	return false;
 }
 
+/*
+ * The node new clients log in through: the default shard's primary, or,
+ * while the monitor sees none, a replica (reads keep working, writes fail
+ * fast).
+ */
+static int login_node(const config_t *cfg)
+{
+	const health_snapshot_t *snap = health_acquire();
+	int node = 0;
+	if (snap && snap->version > 0 && cfg->default_shard < snap->n_shards &&
+	    snap->shards[cfg->default_shard].primary_node < 0) {
+		route_class_t cls;
+		route_balance_t balance = {0};
+		route_target_t t;
+		route_class_init(&cls);
+		if (route_choose(cfg, snap, &cls, cfg->default_shard, 0, &balance, NULL, NULL, &t) ==
+		    ROUTE_OK)
+			node = t.node;
+	} else if (snap && snap->version > 0 && cfg->default_shard < snap->n_shards) {
+		node = snap->shards[cfg->default_shard].primary_node;
+	}
+	health_release(snap);
+	return node;
+}
+
 /* Handles one startup-phase packet; false when the client is closed. */
 static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 {
@@ -425,7 +450,8 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 	}
 	const char *backend_user = cfg->backend.user[0] ? cfg->backend.user : c->user;
 	const char *backend_db = c->database;
-	c->login_pool = pool_get(c->worker, cfg->default_shard, 0, backend_user, backend_db);
+	c->login_pool = pool_get(c->worker, cfg->default_shard, login_node(cfg), backend_user,
+				 backend_db);
 	if (!c->login_pool) {
 		client_fatal(c, "53200", "out of memory");
 		return false;
@@ -639,7 +665,25 @@ static bool start_unit(client_t *c)
 	relay_prepare_link(s, c);
 	if (c->target.verify_lsn) {
 		c->checking = true;
-		relay_send_lsn_query(s, "SELECT pg_catalog.pg_last_wal_replay_lsn()");
+		int64_t wait_ms = c->worker->config->routing.read_your_writes_wait_ms;
+		if (wait_ms <= 0) {
+			relay_send_lsn_query(s, "SELECT pg_catalog.pg_last_wal_replay_lsn()");
+		} else {
+			/* routing.read_your_writes_wait: the replica waits (in
+			 * steps of 1 ms, bounded) until it has replayed the
+			 * client's write, then answers its replay position. */
+			char sql[512];
+			snprintf(sql, sizeof(sql),
+				 "WITH RECURSIVE w(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM w "
+				 "WHERE i < %lld AND pg_catalog.pg_last_wal_replay_lsn() < "
+				 "'%X/%X'::pg_catalog.pg_lsn AND "
+				 "pg_catalog.pg_sleep(0.001)::text = '') "
+				 "SELECT pg_catalog.pg_last_wal_replay_lsn() FROM (SELECT max(i) FROM w) "
+				 "AS waited",
+				 (long long)wait_ms, (unsigned)(c->write_lsn >> 32),
+				 (unsigned)(c->write_lsn & 0xffffffffu));
+			relay_send_lsn_query(s, sql);
+		}
 		server_flush(s);
 		return false;
 	}

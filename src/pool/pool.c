@@ -9,6 +9,7 @@
 #include "pool/pool.h"
 
 #include <event2/event.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,7 @@ void pool_cancel_wait(pool_t *pool, client_t *c)
 }
 
 static void fail_waiters(pool_t *pool);
+static void retry_or_fail(pool_t *pool);
 
 static void set_starving(pool_t *pool, bool starving)
 {
@@ -180,10 +182,8 @@ static void grow(pool_t *pool)
 		server_t *s = server_connect(pool);
 		if (!s) {
 			atomic_fetch_sub(&pool->quota->open, 1);
-			/* Could not even start: fail the waiters now. */
 			pool->connect_failures++;
-			if (pool->n_connecting + pool->n_active + pool->n_idle == 0)
-				fail_waiters(pool);
+			retry_or_fail(pool);
 			return;
 		}
 		pool->n_connecting++;
@@ -246,6 +246,53 @@ void pool_on_server_ready(server_t *s)
 	give(pool, s);
 }
 
+int64_t pool_backoff_ms(int failures, uint32_t random)
+{
+	int64_t ceiling = POOL_BACKOFF_BASE_MS;
+	for (int i = 1; i < failures && ceiling < POOL_BACKOFF_CAP_MS; i++)
+		ceiling *= 2;
+	if (ceiling > POOL_BACKOFF_CAP_MS)
+		ceiling = POOL_BACKOFF_CAP_MS;
+	return (int64_t)(random % (uint32_t)(ceiling + 1));
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	grow(arg);
+}
+
+/*
+ * Nothing could serve the waiters after a failed connection attempt: try
+ * again after a backoff while attempts remain (a primary's writes have
+ * nowhere else to go), else fail them. Waiters of a replica fail at once:
+ * their reads move to another node.
+ */
+static void retry_or_fail(pool_t *pool)
+{
+	if (pool->n_connecting + pool->n_active + pool->n_idle > 0 || !pool->wait_head)
+		return;
+	if (pool->node == 0 && pool->connect_failures <= POOL_CONNECT_RETRIES) {
+		if (!pool->ev_retry)
+			pool->ev_retry = evtimer_new(pool->worker->base, on_retry, pool);
+		if (pool->ev_retry && !evtimer_pending(pool->ev_retry, NULL)) {
+			uint32_t r = 0;
+			RAND_bytes((unsigned char *)&r, sizeof(r));
+			int64_t ms = pool_backoff_ms(pool->connect_failures, r);
+			log_info("server_connect_retry",
+				 "\"node\":\"%s:%d\",\"attempt\":%d,\"delay_ms\":%lld",
+				 pool->address.host, pool->address.port, pool->connect_failures + 1,
+				 (long long)ms);
+			struct timeval tv = io_timeval(ms);
+			evtimer_add(pool->ev_retry, &tv);
+			return;
+		}
+	}
+	pool->connect_failures = 0;
+	fail_waiters(pool);
+}
+
 /* Fails every waiting client: nothing is left that could serve them. */
 static void fail_waiters(pool_t *pool)
 {
@@ -273,10 +320,7 @@ void pool_on_server_closed(server_t *s, server_state_t was)
 	case SERVER_LOGIN:
 		pool->n_connecting--;
 		pool->connect_failures++;
-		/* With nothing left that could serve them, waiters fail now
-		 * rather than at their wait timeout. */
-		if (pool->n_connecting + pool->n_active + pool->n_idle == 0)
-			fail_waiters(pool);
+		retry_or_fail(pool);
 		return;
 	case SERVER_ACTIVE:
 	case SERVER_RESETTING:
@@ -315,6 +359,8 @@ static void free_pool(const void *key, size_t len, void *value, void *arg)
 	(void)len;
 	(void)arg;
 	pool_t *pool = value;
+	if (pool->ev_retry)
+		event_free(pool->ev_retry);
 	params_free(&pool->welcome);
 	free(pool);
 }

@@ -39,11 +39,24 @@ struct pool {
 	client_t *wait_head, *wait_tail;
 	int n_waiting;
 
+	struct event *ev_retry; /* the next connection attempt, after a backoff */
 	params_t welcome; /* a logged-in server's parameters, for new clients */
 	bool has_welcome;
 	int connect_failures;
 	char last_error[256];
 };
+
+#define POOL_CONNECT_RETRIES 3
+#define POOL_BACKOFF_BASE_MS 50
+#define POOL_BACKOFF_CAP_MS 1000
+
+/*
+ * The delay before connection attempt number `failures` + 1: exponential
+ * backoff with full jitter (a uniform draw in [0, min(cap, base * 2^(n-1))]),
+ * so that many workers retrying a node do not retry in step. `random` is a
+ * uniformly random 32-bit value.
+ */
+int64_t pool_backoff_ms(int failures, uint32_t random);
 
 /* Finds or creates the pool for (shard, node, user, database) on worker w. */
 pool_t *pool_get(worker_t *w, int shard, int node, const char *user, const char *database);

@@ -38,8 +38,21 @@ def where(conn, sql, params=None):
     return conn.execute(sql, params).fetchone()[0]
 
 
+def wait_replicas_serving(conn, timeout=10):
+    """Waits until both replicas take reads again (after a part that made
+    them lag: eligibility comes back below half of the lag bounds)."""
+    if SESSION:
+        return
+    deadline = time.monotonic() + timeout
+    while not {R1, R2} <= set(read_ports(conn, 10)):
+        if time.monotonic() > deadline:
+            fail("the replicas did not take reads within %d s" % timeout)
+        time.sleep(0.05)
+
+
 def test_reads_spread_over_replicas():
     conn = connect(autocommit=True)
+    wait_replicas_serving(conn)
     counts = {PRIMARY: 0, R1: 0, R2: 0}
     for _ in range(200):
         port, in_recovery = conn.execute("select inet_server_port(), pg_is_in_recovery()").fetchone()
@@ -95,6 +108,7 @@ def test_writes_go_to_primary():
         tx.close()
         # BEGIN READ ONLY: a replica, for the whole transaction.
         ro = connect(autocommit=True)
+        wait_replicas_serving(ro)
         for _ in range(4):
             with ro.transaction():
                 ro.execute("set transaction read only")
@@ -138,6 +152,7 @@ def test_lagging_replica_is_skipped():
         print("  skipped in session pooling (no splitting)")
         return
     conn = connect(autocommit=True)
+    wait_replicas_serving(conn)
     try:
         pause(R1, True)
         generate_wal(3)
@@ -192,7 +207,7 @@ def test_read_your_writes():
         if not SESSION:
             pause(R1, False)
             pause(R2, False)
-            time.sleep(0.5)
+            wait_replicas_serving(conn)
         on_replica = 0
         for i in range(1000, 1300):
             conn.execute("insert into %s values (%%s)" % t, (i,))

@@ -40,6 +40,9 @@ const char *client_state_name(client_state_t state)
 
 static void client_on_read(evutil_socket_t fd, short what, void *arg);
 static void client_on_write(evutil_socket_t fd, short what, void *arg);
+static void classify_unit(client_t *c, const uint8_t *data, size_t len, route_class_t *cls,
+			  size_t *unit_len);
+static void fail_unit(client_t *c, const char *sqlstate, const char *message);
 
 static void list_add(worker_t *w, client_t *c)
 {
@@ -211,6 +214,7 @@ void client_free(client_t *c)
 	buf_free(&c->in);
 	buf_free(&c->out);
 	buf_free(&c->replay);
+	free(c->deferred_begin);
 	free(c);
 }
 
@@ -242,6 +246,22 @@ void client_on_pool_error(client_t *c, const char *sqlstate, const char *message
 		buf_free(&c->replay);
 		client_process_input(c);
 		return;
+	}
+	if (c->state == CLIENT_WAITING && !c->pinned &&
+	    c->worker->config->pool.mode == POOL_TRANSACTION) {
+		/* The unit was never sent: answer it with an error, as
+		 * PostgreSQL answers a failed statement, and carry on. */
+		route_class_t cls;
+		size_t unit_len;
+		classify_unit(c, buf_head(&c->in), buf_avail(&c->in), &cls, &unit_len);
+		if (unit_len > 0) {
+			buf_consume(&c->in, unit_len);
+			c->state = CLIENT_IDLE;
+			fail_unit(c, sqlstate, message);
+			client_flush(c);
+			client_process_input(c);
+			return;
+		}
 	}
 	client_fatal(c, sqlstate, message);
 }
@@ -599,20 +619,31 @@ static int pool_load(int shard, int node, void *arg)
  * Chooses the pool for the next unit of work. Session pooling keeps one
  * server connection for the whole session, on the default shard's primary.
  */
-static pool_t *route_unit(client_t *c, const uint8_t *data, size_t len, size_t *unit_len,
-			  route_status_t *status)
+static pool_t *route_unit(client_t *c, route_class_t cls, route_status_t *status)
 {
 	worker_t *w = c->worker;
 	const config_t *cfg = w->config;
 	*status = ROUTE_OK;
-	*unit_len = 0;
 	c->unit_writes = false;
 	if (cfg->pool.mode == POOL_SESSION) {
 		c->target = (route_target_t){cfg->default_shard, 0, false, false, "session pooling"};
 		return c->login_pool;
 	}
-	route_class_t cls;
-	classify_unit(c, data, len, &cls, unit_len);
+	if (c->deferred_begin) {
+		/* The first statement of a transaction the proxy began decides
+		 * where the whole transaction runs. */
+		if (cls.set_read_only) {
+			cls.read = true;
+			cls.reason = "read-only transaction";
+		} else if (cls.read && cfg->routing.transaction_reads == TXN_READS_REPLICA_UNTIL_WRITE) {
+			c->until_write = true;
+			cls.reason = "transaction reads on a replica until its first write";
+		} else {
+			cls.read = false;
+			if (!cls.pins)
+				cls.reason = "read-write transaction";
+		}
+	}
 	if (c->force_primary) {
 		c->force_primary = false;
 		if (cls.read) {
@@ -631,6 +662,11 @@ static pool_t *route_unit(client_t *c, const uint8_t *data, size_t len, size_t *
 		return NULL;
 	c->target = t;
 	c->unit_writes = !cls.read;
+	log_debug("route",
+		  "\"client\":%llu,\"shard\":%d,\"node\":%d,\"replica\":%s,\"verify_lsn\":%s,"
+		  "\"reason\":\"%s\"",
+		  (unsigned long long)c->id, t.shard, t.node, t.replica ? "true" : "false",
+		  t.verify_lsn ? "true" : "false", t.reason);
 	if (cls.pins) {
 		c->pin_next = true;
 		log_info("client_pinned", "\"client\":%llu,\"reason\":\"%s\"",
@@ -687,6 +723,10 @@ static bool start_unit(client_t *c)
 		server_flush(s);
 		return false;
 	}
+	/* After any check: a server sent elsewhere must not be left inside a
+	 * transaction. */
+	if (c->deferred_begin)
+		relay_send_internal_query(s, c->deferred_begin);
 	return true;
 }
 
@@ -735,11 +775,34 @@ void client_on_server_lost(client_t *c, bool in_transaction, int owed_syncs)
 	client_flush(c);
 }
 
+void client_finish_switch(client_t *c)
+{
+	server_t *s = c->server;
+	c->switching = false;
+	c->server = NULL;
+	s->client = NULL;
+	c->state = CLIENT_IDLE;
+	c->force_primary = true;
+	pool_release(s);
+	client_process_input(c);
+}
+
+/* The transaction the client was in has ended on its server. */
+void client_end_transaction(client_t *c)
+{
+	free(c->deferred_begin);
+	c->deferred_begin = NULL;
+	c->until_write = false;
+}
+
 void client_finish_check(client_t *c)
 {
 	server_t *s = c->server;
 	c->checking = false;
 	c->target.verify_lsn = false;
+	log_debug("replica_check", "\"client\":%llu,\"node\":%d,\"replay_lsn\":%llu,\"write_lsn\":%llu",
+		  (unsigned long long)c->id, c->target.node, (unsigned long long)c->captured_lsn,
+		  (unsigned long long)c->write_lsn);
 	if (c->captured_lsn < c->write_lsn) {
 		/* Behind: this unit reads on the primary instead. */
 		c->server = NULL;
@@ -747,8 +810,97 @@ void client_finish_check(client_t *c)
 		c->state = CLIENT_IDLE;
 		c->force_primary = true;
 		pool_release(s);
+	} else if (c->deferred_begin) {
+		relay_send_internal_query(s, c->deferred_begin);
 	}
 	client_process_input(c);
+}
+
+/* The text of a unit's only statement (a Query or an unnamed Parse). */
+static bool unit_text(const uint8_t *data, size_t len, const char **text, size_t *text_len)
+{
+	size_t pos = 0;
+	while (pos < len) {
+		uint8_t type;
+		size_t total;
+		if (proto_frame(data + pos, len - pos, len, &type, &total) != FRAME_OK)
+			return false;
+		proto_reader_t r;
+		const char *name;
+		proto_reader_init(&r, data + pos + 5, total - 5);
+		if (type == 'Q')
+			return proto_read_cstr(&r, text, text_len);
+		if (type == 'P')
+			return proto_read_cstr(&r, &name, NULL) && name[0] == '\0' &&
+			       proto_read_cstr(&r, text, text_len);
+		pos += total;
+	}
+	return false;
+}
+
+/*
+ * A unit that only says BEGIN: when reads may go to replicas, the proxy
+ * answers it itself, as PostgreSQL would, and sends it with the next
+ * unit, whose first statement decides where the transaction runs (SET
+ * TRANSACTION READ ONLY: a replica). Returns false to route it normally.
+ */
+static bool defer_begin(client_t *c, const uint8_t *data, size_t len)
+{
+	const config_t *cfg = c->worker->config;
+	const char *text;
+	size_t text_len;
+	if (cfg->pool.mode != POOL_TRANSACTION || c->pinned || !cfg->routing.read_write_split ||
+	    cfg->shards[cfg->default_shard].n_replicas == 0 || !unit_text(data, len, &text, &text_len))
+		return false;
+	const char *p = text;
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	if (strncasecmp(p, "begin", 5) != 0)
+		return false; /* START TRANSACTION and commented forms: the primary */
+	c->deferred_begin = strndup(text, text_len);
+	if (!c->deferred_begin)
+		return false;
+	/* The answers PostgreSQL gives to each message of the unit. */
+	size_t pos = 0;
+	while (pos < len) {
+		uint8_t type;
+		size_t total;
+		if (proto_frame(data + pos, len - pos, len, &type, &total) != FRAME_OK)
+			break;
+		switch (type) {
+		case 'Q':
+			proto_put_message(&c->out, 'C', "BEGIN", 6);
+			proto_put_ready(&c->out, 'T');
+			break;
+		case 'P':
+			proto_put_empty(&c->out, '1');
+			break;
+		case 'B':
+			proto_put_empty(&c->out, '2');
+			break;
+		case 'D':
+			if (total > 5 && data[pos + 5] == 'S') {
+				static const uint8_t no_params[2] = {0, 0};
+				proto_put_message(&c->out, 't', no_params, 2);
+			}
+			proto_put_empty(&c->out, 'n');
+			break;
+		case 'E':
+			proto_put_message(&c->out, 'C', "BEGIN", 6);
+			break;
+		case 'C':
+			proto_put_empty(&c->out, '3');
+			break;
+		case 'S':
+			proto_put_ready(&c->out, 'T');
+			break;
+		default:
+			break;
+		}
+		pos += total;
+	}
+	relay_set_stmt(c->worker, &c->unnamed, NULL);
+	return true;
 }
 
 /*
@@ -759,7 +911,11 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 {
 	size_t pos = 0;
 	const config_t *cfg = c->worker->config;
-	while (pos < len && c->state != CLIENT_CLOSED && !c->checking) {
+	/* While the proxy asks its own questions (the WAL position of the last
+	 * write, a replica's replay position, a rollback before moving to the
+	 * primary), the client's next unit waits, to be routed afterwards. */
+	while (pos < len && c->state != CLIENT_CLOSED && !c->checking && !c->switching &&
+	       !c->capturing) {
 		uint8_t type;
 		size_t total;
 		frame_status_t st;
@@ -804,11 +960,18 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			}
 			size_t unit_len;
 			route_status_t rs;
-			pool_t *pool = route_unit(c, data + pos, len - pos, &unit_len, &rs);
+			route_class_t cls;
+			classify_unit(c, data + pos, len - pos, &cls, &unit_len);
+			if (cls.bare_begin && unit_len > 0 && !c->deferred_begin &&
+			    defer_begin(c, data + pos, unit_len)) {
+				pos += unit_len;
+				continue;
+			}
+			pool_t *pool = route_unit(c, cls, &rs);
 			if (!pool) {
 				char text[200];
 				snprintf(text, sizeof(text),
-					 "shard %s has no primary available for writes",
+					 "shard %s has no primary available",
 					 cfg->shards[c->target.shard].name);
 				if (rs == ROUTE_NO_PRIMARY && unit_len > 0) {
 					fail_unit(c, "08006", text);
@@ -832,11 +995,21 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			if (!start_unit(c))
 				break;
 		}
-		/* A statement sent while the proxy still asks for the last
-		 * write's WAL position runs on the primary outside any routed
-		 * unit: it may write, so its position is taken too. */
-		if (c->capturing && (type == 'Q' || type == 'E' || type == 'F'))
-			c->unit_writes = true;
+		if (c->until_write && c->server->pending_count == 0 && c->server->tx_status == 'T' &&
+		    (type == 'Q' || type == 'P' || type == 'B' || type == 'F')) {
+			size_t unit_len;
+			route_class_t cls;
+			classify_unit(c, data + pos, len - pos, &cls, &unit_len);
+			if (!cls.read && !cls.txn_end) {
+				/* The transaction writes: it starts again on the
+				 * primary (its reads so far saw the replica). */
+				c->until_write = false;
+				c->switching = true;
+				relay_send_internal_query(c->server, "ROLLBACK");
+				server_flush(c->server);
+				break;
+			}
+		}
 		if (!relay_client_message(c, type, msg, total))
 			return pos + total;
 		pos += total;

@@ -198,6 +198,9 @@ struct client {
 	bool capturing;	       /* asking the primary for the WAL position of a write */
 	bool checking;	       /* asking a replica whether it replayed write_lsn */
 	bool force_primary;    /* the next unit goes to the primary (replica behind) */
+	char *deferred_begin;  /* a BEGIN answered by the proxy, sent with the next unit */
+	bool until_write;      /* transaction_reads: replica_until_write, on a replica */
+	bool switching;        /* leaving the replica for the primary at a write */
 	client_t *wait_next, *wait_prev;
 	int64_t wait_start_ms;
 	int64_t connect_ms;
@@ -282,6 +285,10 @@ void client_process_input(client_t *c);
 /* The replica answered the read-your-writes check: run the unit there or
  * move it to the primary. */
 void client_finish_check(client_t *c);
+/* The replica rolled back a replica_until_write transaction: run it on
+ * the primary from its BEGIN. */
+void client_finish_switch(client_t *c);
+void client_end_transaction(client_t *c);
 void client_free(client_t *c);
 client_t *client_find_by_cancel(worker_t *w, uint32_t pid);
 

@@ -407,6 +407,12 @@ static void after_batch(server_t *s, bool saw_ready)
 		client_finish_check(c);
 		return;
 	}
+	if (c && c->switching) {
+		client_finish_switch(c);
+		return;
+	}
+	if (c && s->tx_status == 'I' && c->deferred_begin)
+		client_end_transaction(c);
 	const config_t *cfg = s->worker->config;
 	if (c && cfg->pool.mode == POOL_TRANSACTION && s->tx_status == 'I' && !c->pinned) {
 		if (c->capturing) {
@@ -425,6 +431,8 @@ static void after_batch(server_t *s, bool saw_ready)
 			server_flush(s);
 			return;
 		}
+		log_debug("server_release", "\"client\":%llu,\"server\":%llu",
+			  (unsigned long long)c->id, (unsigned long long)s->id);
 		c->unit_writes = false;
 		c->replaying = false;
 		buf_free(&c->replay);

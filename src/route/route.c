@@ -41,6 +41,7 @@ void route_class_init(route_class_t *cls)
 void route_class_unknown(route_class_t *cls, const char *reason)
 {
 	route_class_init(cls);
+	cls->n_texts = 1;
 	cls->read = false;
 	cls->reason = reason;
 }
@@ -91,6 +92,15 @@ void route_classify(const config_t *config, const analysis_t *a, route_tracked_p
 	if (!out->pin_reason && a->takes_session_lock)
 		out->pin_reason = "session advisory lock";
 	out->pins = out->pin_reason != NULL;
+	out->n_texts = 1;
+	if (a->n_statements == 1 && a->n_statement_records == 1 &&
+	    a->statements[0].kind == ANALYZE_KIND_TRANSACTION) {
+		const analyze_txn_t *txn = &a->statements[0].txn;
+		out->bare_begin = txn->op == ANALYZE_TXN_BEGIN && txn->access == ANALYZE_ACCESS_DEFAULT;
+		out->set_read_only = txn->op == ANALYZE_TXN_SET_TRANSACTION &&
+				     txn->access == ANALYZE_ACCESS_READ_ONLY;
+		out->txn_end = txn->op == ANALYZE_TXN_COMMIT || txn->op == ANALYZE_TXN_ROLLBACK;
+	}
 	if (a->hint.present) {
 		out->hint_primary = a->hint.primary;
 		if (a->hint.shard)
@@ -145,6 +155,12 @@ void route_classify(const config_t *config, const analysis_t *a, route_tracked_p
 
 void route_class_merge(route_class_t *acc, const route_class_t *next)
 {
+	/* The single-statement flags describe a unit of exactly one text. */
+	bool first = acc->n_texts == 0;
+	acc->bare_begin = first && next->bare_begin;
+	acc->set_read_only = first && next->set_read_only;
+	acc->txn_end = first && next->txn_end;
+	acc->n_texts += next->n_texts;
 	if (acc->read && !next->read)
 		acc->reason = next->reason;
 	acc->read = acc->read && next->read;
@@ -195,6 +211,22 @@ static int node_weight(const config_t *config, int shard, int node)
 	return w > 0 ? w : 1;
 }
 
+/*
+ * With no node seen acting as primary, the configured one is still tried
+ * unless the evidence is firm: its breaker opened (repeated failures), or
+ * it answers as a replica (a write must never reach a node in recovery).
+ * One slow check on a loaded machine must not fail every write.
+ */
+static bool configured_primary_usable(const health_snapshot_t *snap, int shard)
+{
+	const health_node_t *n = health_snapshot_node(snap, shard, 0);
+	if (!n)
+		return true;
+	if (n->state == NODE_UP && n->in_recovery)
+		return false;
+	return n->breaker == BREAKER_CLOSED;
+}
+
 route_status_t route_choose(const config_t *config, const health_snapshot_t *snap,
 			    const route_class_t *cls, int shard, uint64_t min_lsn,
 			    route_balance_t *balance, route_load_fn load, void *load_arg,
@@ -209,11 +241,12 @@ route_status_t route_choose(const config_t *config, const health_snapshot_t *sna
 	out->reason = cls->reason;
 	if (snap && shard < snap->n_shards && snap->version > 0) {
 		primary = snap->shards[shard].primary_node;
-		if (primary < 0) {
-			/* No writable node: reads may still go to a replica. */
-			if (!cls->read)
-				return ROUTE_NO_PRIMARY;
-		}
+		if (primary < 0 && !configured_primary_usable(snap, shard))
+			primary = -1;
+		else if (primary < 0)
+			primary = 0;
+		if (primary < 0 && !cls->read)
+			return ROUTE_NO_PRIMARY;
 	}
 	out->shard = shard;
 	out->node = primary < 0 ? 0 : primary;

@@ -30,6 +30,10 @@ typedef struct {
 	 * not track): the client keeps this server connection from now on. */
 	bool pins;
 	const char *pin_reason;
+	bool bare_begin;    /* only BEGIN, with no READ ONLY / READ WRITE */
+	bool set_read_only; /* only SET TRANSACTION READ ONLY */
+	bool txn_end;       /* only COMMIT / ROLLBACK */
+	int n_texts;        /* statement texts in the unit */
 } route_class_t;
 
 /* Parameters whose value the proxy carries between server connections. */

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # tests/bench/bench.sh: pgbench straight to PostgreSQL, through PgBouncer and through
-# shardgate, interleaved and repeated; prints a report. `make bench` runs it after building
+# shardgate (primary only, and splitting reads over the replicas), interleaved and repeated;
+# prints a report. `make bench` runs it after building
 # ./shardgate. This is a report, not a test: nothing here asserts on timings.
 #
 # What it does (DESIGN.md, "Parsing cost is the budget" and "Tests"):
 #   1. starts its own cluster (tests/cluster.sh, base port 27432) and loads pgbench data at
 #      scale 10 on the s0 primary;
-#   2. starts PgBouncer (transaction mode, 127.0.0.1:27500) and shardgate (transaction
-#      mode, 127.0.0.1:27600), both with pools of 20 server connections;
+#   2. starts PgBouncer (transaction mode, 127.0.0.1:27500) and two shardgates (transaction
+#      mode), both with pools of 20 server connections: `shardgate` (127.0.0.1:27600) knows
+#      only the s0 primary and measures the pure proxy overhead; `shardgate-split`
+#      (127.0.0.1:27601) knows the primary and both streaming replicas (BASE+1, BASE+2) and
+#      sends the reads to the replicas;
 #   3. pgbench -c 16 -j 2, select-only (-S) and TPC-B-like, -M simple|extended|prepared,
-#      against direct / pgbouncer / shardgate, interleaved (the order rotates each round),
-#      BENCH_ROUNDS rounds of BENCH_SECONDS each; the median over rounds is reported
-#      (PgBouncer 1.18 cannot do -M prepared in transaction mode: n/a);
-#   4. one pgbench -c 1 -S -M simple run per target: latency added by each proxy;
+#      against direct / pgbouncer / shardgate / shardgate-split, interleaved (the order
+#      rotates each round), BENCH_ROUNDS rounds of BENCH_SECONDS each; the median over
+#      rounds is reported (PgBouncer 1.18 cannot do -M prepared in transaction mode: n/a;
+#      shardgate-split runs only the -S script: the TPC-B writes all go to the primary).
+#      Before each shardgate-split run both replicas must have replayed the primary's WAL
+#      (bounded wait, 60 s);
+#   4. one pgbench -c 1 -S -M simple run per target except shardgate-split: latency added
+#      by each proxy; then one -S -M simple run through shardgate-split with the
+#      transactions committed in database app counted on each node (pg_stat_database)
+#      before and after: where the reads went;
 #   5. proxy CPU per transaction (utime+stime from /proc/PID/stat around the -S runs) and
 #      system calls per transaction (strace -c -f -p PID on a separate short -S simple run);
 #   6. VmRSS of shardgate holding BENCH_IDLE_CLIENTS (10000) idle client connections;
@@ -34,6 +44,11 @@ IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-10000}
 BASE=27432
 PGB_PORT=27500
 SG_PORT=27600
+SG_SPLIT_PORT=27601
+REPLICA1_PORT=$((BASE + 1)) # tests/cluster.sh: s0r1 and s0r2 stream from the s0 primary
+REPLICA2_PORT=$((BASE + 2))
+REPLAY_WAIT=60   # seconds a shardgate-split run waits for the replicas to replay the WAL
+STATS_SETTLE=11  # PostgreSQL 15 backends flush their statistics within 10 s of going idle
 CLIENTS=16
 THREADS=2
 POOL_SIZE=20
@@ -49,7 +64,8 @@ REPORT=$OUT/report.txt
 
 SCRIPTS=(select tpcb)
 MODES=(simple extended prepared)
-TARGETS=(direct pgbouncer shardgate)
+TARGETS=(direct pgbouncer shardgate shardgate-split)
+C1_TARGETS=(direct pgbouncer shardgate) # the one-client latency step
 
 die() {
 	echo "bench.sh: $*" >&2
@@ -90,7 +106,7 @@ fi
 port_busy() { # is something listening on 127.0.0.1:$1?
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
-for p in $PGB_PORT $SG_PORT; do
+for p in $PGB_PORT $SG_PORT $SG_SPLIT_PORT; do
 	port_busy "$p" && die "something already listens on 127.0.0.1:$p; stop it first"
 done
 
@@ -113,28 +129,38 @@ chmod 755 "$TMP"
 # --- cleanup ----------------------------------------------------------------------------
 
 SG_PID=""
+SGS_PID="" # shardgate-split
 PGB_PID=""
 PGB_WRAPPER_PID=""
 STRACE_PID=""
 CLUSTER_STARTED=no
 
-# Stops shardgate (SIGINT, then SIGKILL after 40 s); sets SG_EXIT to its exit status.
+# Stops a shardgate process $1 named $2 (SIGINT, then SIGKILL after 40 s); sets SG_EXIT to
+# its exit status.
 SG_EXIT=""
-stop_shardgate() {
-	[ -n "$SG_PID" ] || return 0
-	local i
-	kill -INT "$SG_PID" 2>/dev/null || true
+stop_shardgate_pid() {
+	local pid=$1 what=$2 i
+	kill -INT "$pid" 2>/dev/null || true
 	for i in $(seq 1 400); do
-		kill -0 "$SG_PID" 2>/dev/null || break
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	if kill -0 "$SG_PID" 2>/dev/null; then
-		note "shardgate did not exit within 40 s of SIGINT; killing it"
-		kill -KILL "$SG_PID" 2>/dev/null || true
+	if kill -0 "$pid" 2>/dev/null; then
+		note "$what did not exit within 40 s of SIGINT; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
 	fi
 	SG_EXIT=0
-	wait "$SG_PID" 2>/dev/null || SG_EXIT=$?
+	wait "$pid" 2>/dev/null || SG_EXIT=$?
+}
+stop_shardgate() {
+	[ -n "$SG_PID" ] || return 0
+	stop_shardgate_pid "$SG_PID" shardgate
 	SG_PID=""
+}
+stop_shardgate_split() {
+	[ -n "$SGS_PID" ] || return 0
+	stop_shardgate_pid "$SGS_PID" shardgate-split
+	SGS_PID=""
 }
 
 stop_pgbouncer() {
@@ -162,6 +188,7 @@ cleanup() {
 		wait "$STRACE_PID" 2>/dev/null || true
 	fi
 	stop_shardgate
+	stop_shardgate_split
 	stop_pgbouncer
 	if [ $CLUSTER_STARTED = yes ]; then
 		tests/cluster.sh stop --base-port "$BASE" >/dev/null 2>&1 ||
@@ -178,6 +205,14 @@ trap 'exit 143' TERM
 
 psql_direct() {
 	"$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $BASE -U postgres -d app "$@"
+}
+# One value from node $1 (a port), over the postgres database so that database app's
+# statistics do not count these look-ups; empty when the node does not answer.
+psql_value() {
+	local port=$1
+	shift
+	"$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres \
+		-d postgres "$@" 2>>"$LOGS/psql-value.log" || true
 }
 
 note "starting the cluster on base port $BASE"
@@ -280,6 +315,24 @@ shards:
 default_shard: s0
 YAML
 cp "$SG_CONFIG" "$OUT/shardgate.yaml"
+
+SGS_CONFIG=$TMP/shardgate-split.yaml
+cat >"$SGS_CONFIG" <<YAML
+# written by tests/bench/bench.sh: reads split over the s0 primary's two streaming replicas
+listen: 127.0.0.1:$SG_SPLIT_PORT
+workers: 2
+pool: { mode: transaction, size: $POOL_SIZE }
+log: { level: warning }
+health: { interval: 250ms }
+auth: { method: trust }
+backend: { user: postgres, password: postgres }
+shards:
+  - name: s0
+    primary: 127.0.0.1:$BASE
+    replicas: [127.0.0.1:$REPLICA1_PORT, 127.0.0.1:$REPLICA2_PORT]
+default_shard: s0
+YAML
+cp "$SGS_CONFIG" "$OUT/shardgate-split.yaml"
 cp "$PGB_DIR/pgbouncer.ini" "$OUT/pgbouncer.ini"
 
 SG_STARTS=0
@@ -291,10 +344,20 @@ start_shardgate() {
 	SG_PID=$!
 	wait_accepting $SG_PORT shardgate "$log" "$SG_PID"
 }
+SGS_STARTS=0
+start_shardgate_split() {
+	local log=$LOGS/shardgate-split.log
+	SGS_STARTS=$((SGS_STARTS + 1))
+	echo "=== start $SGS_STARTS ($(date -u +%FT%TZ))" >>"$log"
+	"$SHARDGATE" -c "$SGS_CONFIG" >>"$log" 2>&1 &
+	SGS_PID=$!
+	wait_accepting $SG_SPLIT_PORT shardgate-split "$log" "$SGS_PID"
+}
 
-note "starting PgBouncer on 127.0.0.1:$PGB_PORT and shardgate on 127.0.0.1:$SG_PORT"
+note "starting PgBouncer on 127.0.0.1:$PGB_PORT, shardgate on 127.0.0.1:$SG_PORT and shardgate-split on 127.0.0.1:$SG_SPLIT_PORT"
 start_pgbouncer || die "PgBouncer could not start"
 start_shardgate || die "shardgate could not start"
+start_shardgate_split || die "shardgate-split could not start"
 
 # --- events and restarts ----------------------------------------------------------------
 
@@ -322,6 +385,14 @@ check_proxies() {
 		note "shardgate died ($how) during $during; restarting it"
 		start_shardgate || die "shardgate could not be restarted"
 	fi
+	if [ -n "$SGS_PID" ] && ! kill -0 "$SGS_PID" 2>/dev/null; then
+		how=$(exit_status_text "$SGS_PID")
+		SGS_PID=""
+		tail_text=$({ grep -v '^===' "$LOGS/shardgate-split.log" || true; } | tail -3 | tr '\n' ' ' | cut -c1-400)
+		EVENTS+=("shardgate-split died ($how) during $during; its log's last lines: ${tail_text:-(none)}")
+		note "shardgate-split died ($how) during $during; restarting it"
+		start_shardgate_split || die "shardgate-split could not be restarted"
+	fi
 	if [ -n "$PGB_PID" ] && ! kill -0 "$PGB_PID" 2>/dev/null; then
 		EVENTS+=("PgBouncer died during $during")
 		note "PgBouncer died during $during; restarting it"
@@ -337,12 +408,14 @@ port_of() {
 	direct) echo $BASE ;;
 	pgbouncer) echo $PGB_PORT ;;
 	shardgate) echo $SG_PORT ;;
+	shardgate-split) echo $SG_SPLIT_PORT ;;
 	esac
 }
 pid_of() {
 	case $1 in
 	pgbouncer) echo "$PGB_PID" ;;
 	shardgate) echo "$SG_PID" ;;
+	shardgate-split) echo "$SGS_PID" ;;
 	*) echo "" ;;
 	esac
 }
@@ -361,6 +434,35 @@ reset_tables() {
 		die "vacuum on the primary failed; see $LOGS/vacuum.log"
 }
 
+# Waits (at most REPLAY_WAIT s) until both replicas have replayed the primary's WAL up to
+# its current position, so that shardgate-split reads the same data from every node and no
+# replica is held back by lag. Records the wait in REPLAY_WAITS; a timeout is an event.
+REPLAY_WAITS=()
+wait_replicas_replayed() {
+	local label=$1 lsn port ok t0=$SECONDS i behind
+	lsn=$(psql_value $BASE -c 'select pg_current_wal_lsn()')
+	if [ -z "$lsn" ]; then
+		EVENTS+=("$label: could not read pg_current_wal_lsn() on the primary; did not wait for the replicas")
+		return 0
+	fi
+	for i in $(seq 1 $((REPLAY_WAIT * 10))); do
+		behind=""
+		for port in $REPLICA1_PORT $REPLICA2_PORT; do
+			ok=$(psql_value "$port" -c "select coalesce(pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn, false)")
+			[ "$ok" = t ] || behind+=" 127.0.0.1:$port"
+		done
+		if [ -z "$behind" ]; then
+			REPLAY_WAITS+=("$((SECONDS - t0))")
+			return 0
+		fi
+		[ $((SECONDS - t0)) -lt "$REPLAY_WAIT" ] || break
+		sleep 0.1
+	done
+	REPLAY_WAITS+=("$((SECONDS - t0))")
+	EVENTS+=("$label: replica(s)$behind had not replayed the primary's WAL up to $lsn after $REPLAY_WAIT s; ran anyway")
+	note "replica(s)$behind had not replayed up to $lsn after $REPLAY_WAIT s; running $label anyway"
+}
+
 # run_pgbench LABEL TARGET SCRIPT MODE CLIENTS THREADS SECONDS
 # Sets R_TPS, R_LAT_MS, R_TXNS (empty when unknown), R_CPU_TICKS (proxy CPU during the run,
 # empty for direct) and R_ERR (empty when the run was clean).
@@ -372,6 +474,7 @@ run_pgbench() {
 	check_proxies "the start of $label"
 	pid=$(pid_of "$target")
 	reset_tables
+	if [ "$target" = shardgate-split ]; then wait_replicas_replayed "$label"; fi
 	if [ -n "$pid" ]; then c0=$(cpu_ticks "$pid"); fi
 	timeout -k 5 $((secs + 60)) "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres \
 		-c "$clients" -j "$threads" -M "$mode" "${sflag[@]}" -T "$secs" app >"$log" 2>&1 || rc=$?
@@ -418,20 +521,24 @@ ratio() { # $1 / $2 to 2 decimals, or n/a
 
 declare -A TPS LAT CPU_US ERRS
 
-skip() { # PgBouncer 1.18 cannot run -M prepared in transaction mode (support came in 1.21)
-	[ "$1" = pgbouncer ] && [ "$2" = prepared ]
+# skip TARGET MODE SCRIPT: PgBouncer 1.18 cannot run -M prepared in transaction mode
+# (support came in 1.21); shardgate-split runs only the select-only script (the TPC-B
+# script's writes all go to the primary anyway).
+skip() {
+	{ [ "$1" = pgbouncer ] && [ "$2" = prepared ]; } ||
+		{ [ "$1" = shardgate-split ] && [ "$3" != select ]; }
 }
 
 # --- 3. the throughput matrix -----------------------------------------------------------
 
 for round in $(seq 1 "$ROUNDS"); do
-	rot=$(((round - 1) % 3))
+	rot=$(((round - 1) % ${#TARGETS[@]}))
 	order=("${TARGETS[@]:$rot}" "${TARGETS[@]:0:$rot}")
 	note "round $round of $ROUNDS (order: ${order[*]})"
 	for script in "${SCRIPTS[@]}"; do
 		for mode in "${MODES[@]}"; do
 			for target in "${order[@]}"; do
-				skip "$target" "$mode" && continue
+				skip "$target" "$mode" "$script" && continue
 				key=$script.$mode.$target
 				run_pgbench "r$round-$script-$mode-$target" "$target" "$script" "$mode" \
 					$CLIENTS $THREADS "$SECS"
@@ -451,7 +558,7 @@ done
 # --- 4. one client: added latency -------------------------------------------------------
 
 declare -A C1_LAT_US C1_TPS C1_ERR
-for target in "${TARGETS[@]}"; do
+for target in "${C1_TARGETS[@]}"; do
 	run_pgbench "c1-select-simple-$target" "$target" select simple 1 1 "$SECS"
 	C1_TPS[$target]=$R_TPS
 	C1_LAT_US[$target]=""
@@ -459,6 +566,35 @@ for target in "${TARGETS[@]}"; do
 		C1_LAT_US[$target]=$(awk -v l="$R_LAT_MS" 'BEGIN { printf "%.0f", l * 1000 }')
 	fi
 	C1_ERR[$target]=$R_ERR
+done
+
+# --- 4b. where shardgate-split sent the reads -------------------------------------------
+# Transactions committed in database app on each node around one -S -M simple run. Every
+# backend flushes its statistics within 10 s of going idle (PostgreSQL 15), so the counts
+# are read after STATS_SETTLE s of quiet on both sides of the run. The look-ups and the
+# replay waits use database postgres, as do shardgate's health checks; the primary's count
+# includes the few statements of the vacuum step before the run.
+SPREAD_NODES=(primary replica1 replica2)
+declare -A SPREAD_PORT=([primary]=$BASE [replica1]=$REPLICA1_PORT [replica2]=$REPLICA2_PORT)
+declare -A SPREAD_BEFORE SPREAD_DELTA
+XACT_SQL="select sum(xact_commit) from pg_stat_database where datname = 'app'"
+note "counting the transactions per node around one shardgate-split -S -M simple run (${STATS_SETTLE} s settle before and after)"
+check_proxies "the start of the spread run"
+sleep "$STATS_SETTLE"
+for node in "${SPREAD_NODES[@]}"; do
+	SPREAD_BEFORE[$node]=$(psql_value "${SPREAD_PORT[$node]}" -c "$XACT_SQL")
+done
+run_pgbench "spread-select-simple-shardgate-split" shardgate-split select simple $CLIENTS $THREADS "$SECS"
+SPREAD_TPS=$R_TPS
+SPREAD_TXNS=$R_TXNS
+SPREAD_ERR=$R_ERR
+sleep "$STATS_SETTLE"
+for node in "${SPREAD_NODES[@]}"; do
+	after=$(psql_value "${SPREAD_PORT[$node]}" -c "$XACT_SQL")
+	SPREAD_DELTA[$node]=""
+	if [ -n "${SPREAD_BEFORE[$node]}" ] && [ -n "$after" ]; then
+		SPREAD_DELTA[$node]=$((after - SPREAD_BEFORE[$node]))
+	fi
 done
 
 # --- 5. system calls per transaction ----------------------------------------------------
@@ -529,6 +665,8 @@ check_proxies "the idle-client step"
 
 stop_shardgate
 SG_FINAL_EXIT=$SG_EXIT
+stop_shardgate_split
+SGS_FINAL_EXIT=$SG_EXIT
 stop_pgbouncer
 tests/cluster.sh stop --base-port $BASE >/dev/null 2>&1 || note "tests/cluster.sh stop failed"
 CLUSTER_STARTED=no
@@ -558,18 +696,21 @@ REP=$TMP/report
 	echo
 	echo "shardgate bench: pgbench -c $CLIENTS -j $THREADS, scale 10, ${SECS} s per run, median of $ROUNDS round(s)"
 	echo "(tps excluding connection time; pool size $POOL_SIZE; shardgate workers 2; PgBouncer 1.18, one process;"
-	echo " $(nproc) CPUs shared by pgbench, proxies and PostgreSQL;"
+	echo " direct, pgbouncer and shardgate use the s0 primary only; split = shardgate-split, reads over"
+	echo " the primary's two streaming replicas; $(nproc) CPUs shared by pgbench, proxies and all PostgreSQL nodes;"
 	echo " load average at the start $LOAD_START, at the end $(cut -d' ' -f1-3 /proc/loadavg))"
 	echo
-	printf '%-7s %-9s %10s %10s %10s  %7s %7s %7s   %8s %8s %8s\n' script mode "direct" "pgbouncer" "shardgate" \
-		"sg/pgb" "sg/dir" "pgb/dir" "lat dir" "lat pgb" "lat sg"
-	printf '%-7s %-9s %10s %10s %10s  %7s %7s %7s   %8s %8s %8s\n' "" "" tps tps tps "" "" "" ms ms ms
+	printf '%-7s %-9s %10s %10s %10s %10s  %7s %7s %7s %7s %7s   %8s %8s %8s %8s\n' script mode \
+		"direct" "pgbouncer" "shardgate" "split" "sg/pgb" "sg/dir" "pgb/dir" "spl/pgb" "spl/dir" \
+		"lat dir" "lat pgb" "lat sg" "lat spl"
+	printf '%-7s %-9s %10s %10s %10s %10s  %7s %7s %7s %7s %7s   %8s %8s %8s %8s\n' "" "" tps tps tps tps \
+		"" "" "" "" "" ms ms ms ms
 	for script in "${SCRIPTS[@]}"; do
 		for mode in "${MODES[@]}"; do
 			declare -A med=() lmed=() cell=() lcell=()
 			for target in "${TARGETS[@]}"; do
 				key=$script.$mode.$target
-				if skip "$target" "$mode"; then
+				if skip "$target" "$mode" "$script"; then
 					med[$target]=n/a
 					lmed[$target]=n/a
 				else
@@ -600,20 +741,46 @@ REP=$TMP/report
 			res "ratio.$script.$mode.shardgate_over_pgbouncer" "$sp"
 			res "ratio.$script.$mode.shardgate_over_direct" "$sd"
 			res "ratio.$script.$mode.pgbouncer_over_direct" "$pd"
-			printf '%-7s %-9s %10s %10s %10s  %7s %7s %7s   %8s %8s %8s\n' "$script" "$mode" \
-				"${cell[direct]}" "${cell[pgbouncer]}" "${cell[shardgate]}" "$sp" "$sd" "$pd" \
-				"${lcell[direct]}" "${lcell[pgbouncer]}" "${lcell[shardgate]}"
+			xp=$(ratio "${med[shardgate-split]}" "${med[pgbouncer]}")
+			xd=$(ratio "${med[shardgate-split]}" "${med[direct]}")
+			res "ratio.$script.$mode.shardgate-split_over_pgbouncer" "$xp"
+			res "ratio.$script.$mode.shardgate-split_over_direct" "$xd"
+			printf '%-7s %-9s %10s %10s %10s %10s  %7s %7s %7s %7s %7s   %8s %8s %8s %8s\n' "$script" "$mode" \
+				"${cell[direct]}" "${cell[pgbouncer]}" "${cell[shardgate]}" "${cell[shardgate-split]}" \
+				"$sp" "$sd" "$pd" "$xp" "$xd" \
+				"${lcell[direct]}" "${lcell[pgbouncer]}" "${lcell[shardgate]}" "${lcell[shardgate-split]}"
 			unset med lmed cell lcell
 		done
 	done
 	echo "(select = pgbench -S; tpcb = the default TPC-B-like script; n/a: PgBouncer 1.18 cannot run"
-	echo " -M prepared in transaction mode; ERR: every round failed; N!: some round failed, see errors)"
+	echo " -M prepared in transaction mode, and split runs only -S (TPC-B writes all go to the primary);"
+	echo " ERR: every round failed; N!: some round failed, see errors)"
+	wmax=n/a
+	if [ ${#REPLAY_WAITS[@]} -gt 0 ]; then
+		wmax=$(printf '%s\n' "${REPLAY_WAITS[@]}" | sort -n | tail -1)
+	fi
+	echo "(before each split run the replicas had replayed the primary's WAL; longest wait: $wmax s)"
+	res replay_wait_max_seconds.shardgate-split "$wmax"
+
+	echo
+	echo "where shardgate-split sent the reads (one pgbench -c $CLIENTS -S -M simple run, ${SECS} s: transactions"
+	echo "committed in database app per node, from pg_stat_database, read directly before and after):"
+	spread_tps=${SPREAD_TPS:+$(awk -v v="$SPREAD_TPS" 'BEGIN { printf "%.0f", v }')}
+	printf '  %-9s %6s %12s\n' node port "xact_commit"
+	for node in "${SPREAD_NODES[@]}"; do
+		printf '  %-9s %6s %12s\n' "$node" "${SPREAD_PORT[$node]}" "${SPREAD_DELTA[$node]:-n/a}"
+		res "xact_commit_delta.select.simple.shardgate-split.$node" "${SPREAD_DELTA[$node]:-n/a}"
+	done
+	echo "  (pgbench: ${SPREAD_TXNS:-?} transactions, ${spread_tps:-ERR} tps${SPREAD_ERR:+; error: $SPREAD_ERR})"
+	res "spread_run.tps.shardgate-split" "${SPREAD_TPS:-error}"
+	res "spread_run.transactions.shardgate-split" "${SPREAD_TXNS:-n/a}"
+	[ -z "$SPREAD_ERR" ] || res "error.spread_run.shardgate-split" "$SPREAD_ERR"
 
 	echo
 	echo "one client (pgbench -c 1 -j 1 -S -M simple, ${SECS} s):"
 	# printf counts bytes: a header holding "µ" (2 bytes) gets one more column.
 	printf '  %-10s %10s %13s %11s\n' target tps "latency µs" "added µs"
-	for target in "${TARGETS[@]}"; do
+	for target in "${C1_TARGETS[@]}"; do
 		lat=${C1_LAT_US[$target]}
 		added=n/a
 		if [ "$target" = direct ]; then
@@ -645,7 +812,7 @@ REP=$TMP/report
 		res "cpu_us_per_txn.select.extended.$target" "${ce:-n/a}"
 		for script in "${SCRIPTS[@]}"; do
 			for mode in "${MODES[@]}"; do
-				skip "$target" "$mode" && continue
+				skip "$target" "$mode" "$script" && continue
 				[ "$script.$mode" = select.simple ] || [ "$script.$mode" = select.extended ] && continue
 				# shellcheck disable=SC2086
 				res "cpu_us_per_txn.$script.$mode.$target" "$(median ${CPU_US[$script.$mode.$target]:-})"
@@ -685,7 +852,7 @@ REP=$TMP/report
 		for key in $(printf '%s\n' "${!ERRS[@]}" | sort); do
 			printf '%s' "${ERRS[$key]}" | sed "s/^/  $key: /"
 		done
-		for target in "${TARGETS[@]}"; do
+		for target in "${C1_TARGETS[@]}"; do
 			[ -z "${C1_ERR[$target]}" ] || echo "  c1.$target: ${C1_ERR[$target]}"
 		done
 		for e in "${EVENTS[@]}"; do
@@ -694,11 +861,14 @@ REP=$TMP/report
 	fi
 	res shardgate.starts "$SG_STARTS"
 	res shardgate.exit_status_on_sigint "$SG_FINAL_EXIT"
+	res shardgate-split.starts "$SGS_STARTS"
+	res shardgate-split.exit_status_on_sigint "$SGS_FINAL_EXIT"
 	for i in "${!EVENTS[@]}"; do
 		res "event.$((i + 1))" "${EVENTS[$i]}"
 	done
 	echo
 	echo "shardgate was started $SG_STARTS time(s); exit status on SIGINT at the end: $SG_FINAL_EXIT"
+	echo "shardgate-split was started $SGS_STARTS time(s); exit status on SIGINT at the end: $SGS_FINAL_EXIT"
 	echo "total run time: $((ELAPSED / 60)) min $((ELAPSED % 60)) s; results: $RESULTS; logs: $LOGS"
 } >"$REP"
 cp "$REP" "$REPORT"

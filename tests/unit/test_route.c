@@ -187,6 +187,15 @@ START_TEST(test_no_primary)
 {
 	shards[0].primary_node = -1;
 	nodes[0].state = NODE_DOWN;
+	/* One failed check is not enough to refuse writes... */
+	ck_assert_int_eq(choose("insert into t values (1)", 0, ROUTE_OK).node, 0);
+	/* ...an open breaker is, */
+	nodes[0].breaker = BREAKER_OPEN;
+	choose("insert into t values (1)", 0, ROUTE_NO_PRIMARY);
+	/* and so is a configured primary that answers as a replica. */
+	nodes[0].breaker = BREAKER_CLOSED;
+	nodes[0].state = NODE_UP;
+	nodes[0].in_recovery = true;
 	choose("insert into t values (1)", 0, ROUTE_NO_PRIMARY);
 	route_target_t t = choose("select 1", 0, ROUTE_OK);
 	ck_assert(t.replica);

@@ -276,6 +276,32 @@ const analysis_t *analyzer_get(analyzer_t *analyzer, const char *sql, size_t len
 void analyzer_stats(const analyzer_t *analyzer, analyzer_stats_t *out);
 
 /* Frees the cache; analyses retained by callers stay valid. NULL is a no-op. */
+/* The cached analysis of exactly this text, or NULL (never parses). */
+const analysis_t *analyzer_lookup(analyzer_t *an, const char *sql, size_t len);
+
+/*
+ * The statement's shape: its tokens as PostgreSQL's own scanner reads them,
+ * each literal (numbers, strings, bit strings) replaced by a marker of its
+ * kind, comments kept (they may hold hints). Statements of one shape differ
+ * only in literal values, which never change how a statement is routed, so
+ * the router caches its decisions by shape: `WHERE aid = 42` and
+ * `WHERE aid = 43` are analysed once. sql must be NUL-terminated at len.
+ * Returns the key's length, 0 when the text cannot be scanned or the key
+ * does not fit in outlen (the caller then analyses the text itself).
+ * *had_literals tells whether any literal was replaced.
+ */
+size_t analyze_shape_key(const char *sql, size_t len, char *out, size_t outlen,
+			 bool *had_literals);
+
+/*
+ * A cheaper shape for the common case, in one pass without the scanner:
+ * numeric literals outside string literals become '#'. Texts with comments
+ * (hints) or quoted identifiers get no fast key (returns 0): a misread can
+ * then only leave digits unmasked, never merge two different statements.
+ */
+size_t analyze_fast_shape_key(const char *sql, size_t len, char *out, size_t outlen,
+			      bool *had_literals);
+
 void analyzer_free(analyzer_t *analyzer);
 
 #endif

@@ -150,6 +150,24 @@ static void evict_one(analyzer_t *an)
 	free(victim);
 }
 
+const analysis_t *analyzer_lookup(analyzer_t *an, const char *sql, size_t len)
+{
+	if (len > ANALYZE_MAX_CACHED_LEN)
+		return NULL;
+	uint64_t hash = hash_text(sql, len);
+	for (cache_entry_t *e = an->buckets[hash & an->bucket_mask]; e; e = e->bucket_next) {
+		if (e->hash == hash && e->key_len == len && memcmp(e->key, sql, len) == 0) {
+			an->stats.hits++;
+			if (an->lru_head != e) {
+				lru_unlink(an, e);
+				lru_push_front(an, e);
+			}
+			return e->analysis;
+		}
+	}
+	return NULL;
+}
+
 const analysis_t *analyzer_get(analyzer_t *an, const char *sql, size_t len)
 {
 	if (an->uncached) {

@@ -231,6 +231,7 @@ struct worker {
 	hashmap_t stmts;	  /* interned statements */
 	uint64_t next_stmt_id;
 	analyzer_t *analyzer;	  /* cached statement analyses */
+	hashmap_t shapes;	  /* statement shape -> route_class_t (see classify_text) */
 	route_balance_t balance;
 	uint64_t next_id;
 	client_t *clients; /* all clients of this worker */
@@ -290,6 +291,8 @@ void client_finish_check(client_t *c);
 void client_finish_switch(client_t *c);
 void client_end_transaction(client_t *c);
 void client_free(client_t *c);
+/* Frees the worker's cache of routing decisions by statement shape. */
+void client_free_shapes(worker_t *w);
 client_t *client_find_by_cancel(worker_t *w, uint32_t pid);
 
 /* Server side (server.c). */

@@ -219,7 +219,8 @@ static bool worker_init(worker_t *w, int index, const config_t *config, char *er
 	w->base = event_base_new();
 	w->analyzer = analyzer_new(10000);
 	w->balance.random_state = 0x9E3779B97F4A7C15ULL * (uint64_t)(index + 1);
-	if (!w->scratch || !w->base || !w->analyzer || !hashmap_init(&w->pools, 16) ||
+	if (!w->scratch || !w->base || !w->analyzer || !hashmap_init(&w->shapes, 1024) ||
+	    !hashmap_init(&w->pools, 16) ||
 	    !hashmap_init(&w->clients_by_key, 1024) || !hashmap_init(&w->stmts, 256)) {
 		snprintf(err, errlen, "out of memory");
 		return false;
@@ -293,6 +294,7 @@ void net_wait(void)
 		hashmap_destroy(&w->clients_by_key);
 		hashmap_destroy(&w->stmts);
 		analyzer_free(w->analyzer);
+		client_free_shapes(w);
 		close(w->listen_fd);
 		event_free(w->ev_listen);
 		event_free(w->ev_reap);

@@ -4,6 +4,7 @@
 #   make run        install what is missing, build, start the demo cluster, run the proxy
 #   make test       install what is missing, build, run every test (plain, then ASan+UBSan)
 #   make bench      pgbench: direct vs PgBouncer vs shardgate
+#   make fuzz       run every libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make format     clang-format every C file
 
 CC       ?= cc
@@ -81,6 +82,12 @@ integration: build-all
 bench: deps
 	$(MAKE) shardgate
 	tests/bench/bench.sh
+
+# libFuzzer harnesses (clang, ASan+UBSan) for the protocol readers, SCRAM,
+# the statement analyser and the config loader; FUZZ_SECONDS per harness.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(ITEST_SRCS)

@@ -149,7 +149,8 @@ struct server {
 	auth_scram_client_t *scram;
 	int64_t created_ms;
 	int64_t last_used_ms;
-	server_t *next, *prev; /* pool lists */
+	server_t *next, *prev;	       /* pool lists */
+	server_t *all_next, *all_prev; /* every server of the worker */
 	bool in_free_list;
 };
 
@@ -235,6 +236,7 @@ struct worker {
 	route_balance_t balance;
 	uint64_t next_id;
 	client_t *clients; /* all clients of this worker */
+	server_t *servers; /* all server connections of this worker */
 	int n_clients;
 	client_t *free_clients;
 	server_t *free_servers;

@@ -115,6 +115,10 @@ server_t *server_connect(pool_t *pool)
 		return NULL;
 	}
 	s->fd = fd;
+	s->all_next = w->servers;
+	if (w->servers)
+		w->servers->all_prev = s;
+	w->servers = s;
 	s->ev_read = event_new(w->base, fd, EV_READ | EV_PERSIST, server_on_read, s);
 	s->ev_write = event_new(w->base, fd, EV_WRITE, server_on_write, s);
 	s->ev_timer = evtimer_new(w->base, server_on_timer, s);
@@ -188,6 +192,12 @@ void server_close(server_t *s, const char *reason)
 
 void server_free(server_t *s)
 {
+	if (s->all_prev)
+		s->all_prev->all_next = s->all_next;
+	else if (s->worker->servers == s)
+		s->worker->servers = s->all_next;
+	if (s->all_next)
+		s->all_next->all_prev = s->all_prev;
 	if (s->ev_read)
 		event_free(s->ev_read);
 	if (s->ev_write)

@@ -288,7 +288,11 @@ void net_wait(void)
 	}
 	for (int i = 0; i < proxy.n_workers; i++) {
 		worker_t *w = &proxy.workers[i];
-		pool_close_all(w);
+		/* Idle ones, and those still resetting after a session ended. */
+		for (server_t *s = w->servers, *next; s; s = next) {
+			next = s->all_next;
+			server_close(s, "proxy shutting down");
+		}
 		on_reap(-1, 0, w);
 		pool_free_all(w);
 		hashmap_destroy(&w->clients_by_key);

@@ -370,18 +370,3 @@ void pool_free_all(worker_t *w)
 	hashmap_foreach(&w->pools, free_pool, NULL);
 	hashmap_destroy(&w->pools);
 }
-
-static void close_idle(const void *key, size_t len, void *value, void *arg)
-{
-	pool_t *pool = value;
-	(void)key;
-	(void)len;
-	(void)arg;
-	while (pool->idle)
-		server_close(pool->idle, "proxy shutting down");
-}
-
-void pool_close_all(worker_t *w)
-{
-	hashmap_foreach(&w->pools, close_idle, NULL);
-}

@@ -83,8 +83,6 @@ void pool_on_server_closed(server_t *s, server_state_t was);
 void pool_janitor(pool_t *pool, int64_t now_ms, int64_t wait_ms);
 /* Frees the process-wide quotas (after every worker stopped). */
 void pool_free_quotas(void);
-/* Closes every idle server connection of the worker (shutdown). */
-void pool_close_all(worker_t *w);
 void pool_free_all(worker_t *w);
 
 #endif

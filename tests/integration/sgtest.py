@@ -251,3 +251,13 @@ class Holders:
             if self.open[k]:
                 c.execute("commit")
             c.close()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -5,25 +5,16 @@ listens (its replicas are the real ones). New clients still log in, reads
 keep working on the replicas, and writes fail fast with SQLSTATE 08006
 without ending the session."""
 import os
-import socket
 import subprocess
 import time
 
 import psycopg
 
-from sgtest import check, check_eq, fail, run_parts
+from sgtest import check, check_eq, fail, free_port, run_parts
 
 BASE = int(os.environ["PGTEST_BASE_PORT"])
 SHARDGATE = os.environ["SG_SHARDGATE"]
 WORK = os.path.dirname(os.environ["SG_CONFIG"])
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_dead_primary():

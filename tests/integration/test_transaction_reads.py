@@ -9,13 +9,12 @@
   primary; what it wrote is committed; an aborted transaction stays aborted.
 """
 import os
-import socket
 import subprocess
 import time
 
 import psycopg
 
-from sgtest import check, check_eq, dsn, fail, run_parts, table_name
+from sgtest import check, check_eq, dsn, fail, free_port, run_parts, table_name
 
 BASE = int(os.environ["PGTEST_BASE_PORT"])
 PRIMARY, REPLICAS = BASE, {BASE + 1, BASE + 2}
@@ -57,14 +56,6 @@ def test_begin_then_write():
     conn.close()
     setup.execute("drop table %s" % t)
     setup.close()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_replica_until_write():

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@ const char *client_state_name(client_state_t state)
 	switch (state) {
 	case CLIENT_STARTUP:
 		return "startup";
+	case CLIENT_AUTH:
+		return "auth";
 	case CLIENT_LOGIN:
 		return "login";
 	case CLIENT_IDLE:
@@ -215,6 +218,10 @@ void client_free(client_t *c)
 	buf_free(&c->out);
 	buf_free(&c->replay);
 	free(c->deferred_begin);
+	if (c->scram) {
+		auth_scram_server_clear(c->scram);
+		free(c->scram);
+	}
 	free(c);
 }
 
@@ -419,6 +426,147 @@ static int login_node(const config_t *cfg)
 	return node;
 }
 
+static bool continue_login(client_t *c);
+
+static const cfg_user_t *find_user(const config_t *cfg, const char *name)
+{
+	for (int i = 0; i < cfg->auth.n_users; i++)
+		if (strcmp(cfg->auth.users[i].name, name) == 0)
+			return &cfg->auth.users[i];
+	return NULL;
+}
+
+/* The same answer whether the user is unknown or the password wrong. */
+static void auth_failed(client_t *c)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "password authentication failed for user \"%s\"", c->user);
+	client_fatal(c, "28P01", text);
+}
+
+/*
+ * Asks for the password the configured method needs (protocol-flow,
+ * "Start-up": AuthenticationMD5Password, or AuthenticationSASL offering
+ * SCRAM-SHA-256; RFC 5802/7677).
+ */
+static bool begin_auth(client_t *c)
+{
+	const config_t *cfg = c->worker->config;
+	c->state = CLIENT_AUTH;
+	if (cfg->auth.method == AUTH_MD5) {
+		RAND_bytes(c->md5_salt, sizeof(c->md5_salt));
+		proto_put_auth_request(&c->out, 5, c->md5_salt, sizeof(c->md5_salt));
+	} else {
+		static const char mechanisms[] = "SCRAM-SHA-256\0";
+		proto_put_auth_request(&c->out, 10, mechanisms, sizeof(mechanisms));
+	}
+	client_flush(c);
+	return c->state != CLIENT_CLOSED;
+}
+
+/* The user's SCRAM secret: a stored verifier, one made from a plain
+ * password, or a mock one (unknown user, or only an md5 hash stored). */
+static void scram_secret(client_t *c, auth_scram_verifier_t *v)
+{
+	const cfg_user_t *u = find_user(c->worker->config, c->user);
+	const char *pw = u ? u->password : NULL;
+	if (pw && strncmp(pw, "SCRAM-SHA-256$", 14) == 0 && auth_scram_parse_verifier(pw, v))
+		return;
+	if (pw && pw[0] && strncmp(pw, "md5", 3) != 0) {
+		char text[AUTH_SCRAM_VERIFIER_MAX];
+		uint8_t salt[AUTH_SCRAM_DEFAULT_SALT_LEN];
+		/* A salt of the user's own, stable for the proxy's life. */
+		for (size_t i = 0; i < sizeof(salt); i++)
+			salt[i] = c->worker->mock_secret[i] ^ (uint8_t)c->user[i % strlen(c->user)];
+		if (auth_scram_make_verifier(pw, AUTH_SCRAM_DEFAULT_ITERATIONS, salt, sizeof(salt),
+					     text, sizeof(text)) &&
+		    auth_scram_parse_verifier(text, v)) {
+			OPENSSL_cleanse(text, sizeof(text));
+			return;
+		}
+	}
+	auth_scram_mock_verifier(c->user, c->worker->mock_secret, sizeof(c->worker->mock_secret),
+				 AUTH_SCRAM_DEFAULT_ITERATIONS, v);
+}
+
+/* One PasswordMessage / SASLInitialResponse / SASLResponse ('p'). */
+static bool handle_auth_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
+{
+	const config_t *cfg = c->worker->config;
+	if (type != 'p') {
+		client_fatal(c, "08P01", "expected a password message");
+		return false;
+	}
+	const uint8_t *body = msg + 5;
+	size_t blen = len - 5;
+	if (cfg->auth.method == AUTH_MD5) {
+		const cfg_user_t *u = find_user(cfg, c->user);
+		char stored[AUTH_MD5_LEN] = "";
+		bool known = false;
+		if (u && strncmp(u->password, "md5", 3) == 0 && strlen(u->password) == 35) {
+			memcpy(stored, u->password, AUTH_MD5_LEN);
+			known = true;
+		} else if (u && u->password[0] && strncmp(u->password, "SCRAM-SHA-256$", 14) != 0) {
+			known = auth_md5_hash_password(c->user, u->password, stored);
+		}
+		if (!known) /* the same work for an unknown user */
+			auth_md5_hash_password(c->user, "", stored);
+		size_t n = blen > 0 && body[blen - 1] == '\0' ? blen - 1 : blen;
+		bool ok = auth_md5_check_response(stored, c->md5_salt, (const char *)body, n);
+		OPENSSL_cleanse(stored, sizeof(stored));
+		if (!ok || !known) {
+			auth_failed(c);
+			return false;
+		}
+		return continue_login(c);
+	}
+	char out[AUTH_SCRAM_MESSAGE_MAX + 1];
+	size_t used;
+	if (!c->scram) {
+		/* SASLInitialResponse: mechanism, Int32 length, client-first. */
+		proto_reader_t r;
+		const char *mechanism;
+		int32_t data_len;
+		const uint8_t *data;
+		proto_reader_init(&r, body, blen);
+		if (!proto_read_cstr(&r, &mechanism, NULL) || strcmp(mechanism, "SCRAM-SHA-256") != 0 ||
+		    !proto_read_i32(&r, &data_len) || data_len < 0 ||
+		    !proto_read_bytes(&r, (size_t)data_len, &data)) {
+			client_fatal(c, "08P01", "invalid SASLInitialResponse (SCRAM-SHA-256 expected)");
+			return false;
+		}
+		auth_scram_verifier_t v;
+		scram_secret(c, &v);
+		c->scram = calloc(1, sizeof(*c->scram));
+		bool started = c->scram &&
+			       auth_scram_server_start(c->scram, &v, (const char *)data,
+						       (size_t)data_len, NULL, out, sizeof(out), &used);
+		OPENSSL_cleanse(&v, sizeof(v));
+		if (!started) {
+			client_fatal(c, "08P01", "invalid SCRAM client-first-message");
+			return false;
+		}
+		proto_put_auth_request(&c->out, 11, out, used);
+		client_flush(c);
+		return c->state != CLIENT_CLOSED;
+	}
+	bool ok = false;
+	if (!auth_scram_server_finish(c->scram, (const char *)body, blen, out, sizeof(out), &used,
+				      &ok)) {
+		client_fatal(c, "08P01", "invalid SCRAM client-final-message");
+		return false;
+	}
+	auth_scram_server_clear(c->scram);
+	free(c->scram);
+	c->scram = NULL;
+	if (!ok) {
+		auth_failed(c);
+		return false;
+	}
+	proto_put_auth_request(&c->out, 12, out, used);
+	return continue_login(c);
+}
+
 /* Handles one startup-phase packet; false when the client is closed. */
 static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 {
@@ -463,11 +611,15 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 			continue; /* protocol extensions: none supported, none needed */
 		params_set(&c->params, name, value, params_is_synced(name) ? 0 : PARAM_EXTRA);
 	}
-	if (cfg->auth.method != AUTH_TRUST) {
-		client_fatal(c, "28000",
-			     "client authentication other than trust is not available in this build");
-		return false;
-	}
+	if (cfg->auth.method != AUTH_TRUST)
+		return begin_auth(c);
+	return continue_login(c);
+}
+
+/* After authentication: the pool, the session's parameters, the welcome. */
+static bool continue_login(client_t *c)
+{
+	const config_t *cfg = c->worker->config;
 	const char *backend_user = cfg->backend.user[0] ? cfg->backend.user : c->user;
 	const char *backend_db = c->database;
 	c->login_pool = pool_get(c->worker, cfg->default_shard, login_node(cfg), backend_user,
@@ -982,6 +1134,9 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 		frame_status_t st;
 		if (c->state == CLIENT_STARTUP) {
 			st = proto_frame_startup(data + pos, len - pos, PROTO_STARTUP_MAX, &total);
+		} else if (c->state == CLIENT_AUTH) {
+			/* Before authentication, the stricter limit. */
+			st = proto_frame(data + pos, len - pos, PROTO_STARTUP_MAX, &type, &total);
 		} else if (c->state == CLIENT_LOGIN || c->state == CLIENT_WAITING) {
 			break;
 		} else {
@@ -995,8 +1150,9 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				snprintf(text, sizeof(text),
 					 "message of %u bytes exceeds the limit of %zu bytes",
 					 buf_get_u32(data + pos + (c->state == CLIENT_STARTUP ? 0 : 1)),
-					 c->state == CLIENT_STARTUP ? (size_t)PROTO_STARTUP_MAX
-								    : cfg->max_message_size);
+					 c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH
+						 ? (size_t)PROTO_STARTUP_MAX
+						 : cfg->max_message_size);
 			else
 				snprintf(text, sizeof(text), "invalid message length");
 			client_fatal(c, "08P01", text);
@@ -1006,6 +1162,12 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 		if (c->state == CLIENT_STARTUP) {
 			pos += total;
 			if (!handle_startup(c, msg, total))
+				return pos;
+			continue;
+		}
+		if (c->state == CLIENT_AUTH) {
+			pos += total;
+			if (!handle_auth_message(c, type, msg, total))
 				return pos;
 			continue;
 		}

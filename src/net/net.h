@@ -156,6 +156,7 @@ struct server {
 
 typedef enum {
 	CLIENT_STARTUP, /* reading the startup packet */
+	CLIENT_AUTH,	/* proving its password (md5 or SCRAM-SHA-256) */
 	CLIENT_LOGIN,	/* waiting for a server to learn or set parameters */
 	CLIENT_IDLE,	/* logged in, no server */
 	CLIENT_WAITING, /* in a pool's wait queue */
@@ -177,6 +178,8 @@ struct client {
 	bool read_paused;
 	bool logged_in;
 	bool login_params_sent;
+	auth_scram_server_t *scram; /* during a SCRAM exchange */
+	uint8_t md5_salt[4];
 	char addr[64];
 	char user[CONFIG_NAME_MAX + 1];
 	char database[CONFIG_NAME_MAX + 1];
@@ -235,6 +238,7 @@ struct worker {
 	hashmap_t shapes;	  /* statement shape -> route_class_t (see classify_text) */
 	route_balance_t balance;
 	uint64_t next_id;
+	uint8_t mock_secret[32]; /* SCRAM answers for unknown users */
 	client_t *clients; /* all clients of this worker */
 	server_t *servers; /* all server connections of this worker */
 	int n_clients;

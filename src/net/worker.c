@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "core/log.h"
 #include "net/io.h"
 #include "net/net.h"
@@ -218,6 +220,7 @@ static bool worker_init(worker_t *w, int index, const config_t *config, char *er
 	w->scratch = malloc(w->scratch_cap);
 	w->base = event_base_new();
 	w->analyzer = analyzer_new(10000);
+	RAND_bytes(w->mock_secret, sizeof(w->mock_secret));
 	w->balance.random_state = 0x9E3779B97F4A7C15ULL * (uint64_t)(index + 1);
 	if (!w->scratch || !w->base || !w->analyzer || !hashmap_init(&w->shapes, 1024) ||
 	    !hashmap_init(&w->pools, 16) ||

@@ -7,15 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
 #include "core/log.h"
+#include <openssl/crypto.h>
+
 #include "analyze/analyze.h"
 #include "core/version.h"
 #include "health/health.h"
 #include "net/net.h"
+#include "proto/auth.h"
 #include "route/route.h"
 
 static void usage(FILE *out)
@@ -27,6 +31,7 @@ static void usage(FILE *out)
 		"  shardgate [serve] -c FILE [-d] [--pidfile FILE]   run the proxy\n"
 		"  shardgate check -c FILE                           validate a configuration\n"
 		"  shardgate explain -c FILE \"SQL\"                   show how a statement is routed\n"
+		"  shardgate passwd USER                             print a SCRAM verifier for auth.users\n"
 		"  shardgate --version | --help\n"
 		"\n"
 		"Options:\n"
@@ -59,7 +64,8 @@ static bool parse_options(int argc, char **argv, options_t *opt)
 			opt->daemon = true;
 		} else if (strcmp(a, "--pidfile") == 0 && i + 1 < argc) {
 			opt->pidfile = argv[++i];
-		} else if (a[0] != '-' && !opt->sql && strcmp(opt->command, "explain") == 0) {
+		} else if (a[0] != '-' && !opt->sql &&
+			   (strcmp(opt->command, "explain") == 0 || strcmp(opt->command, "passwd") == 0)) {
 			opt->sql = a;
 		} else {
 			fprintf(stderr, "shardgate: unknown argument \"%s\"\n", a);
@@ -276,6 +282,48 @@ static int explain(const options_t *opt)
 	return 0;
 }
 
+/*
+ * `shardgate passwd USER`: reads a password (without echo on a terminal,
+ * else the first line of standard input) and prints the auth.users entry
+ * with its SCRAM-SHA-256 verifier, as PostgreSQL would store it.
+ */
+static int passwd(const options_t *opt)
+{
+	if (!opt->sql || !opt->sql[0]) {
+		fprintf(stderr, "shardgate passwd: give the user name\n");
+		return 2;
+	}
+	char password[AUTH_PASSWORD_MAX + 2];
+	struct termios saved;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+	if (tty) {
+		struct termios quiet = saved;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+		fprintf(stderr, "Password for %s: ", opt->sql);
+	}
+	bool got = fgets(password, sizeof(password), stdin) != NULL;
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+		fprintf(stderr, "\n");
+	}
+	if (!got) {
+		fprintf(stderr, "shardgate passwd: no password given\n");
+		return 1;
+	}
+	password[strcspn(password, "\r\n")] = '\0';
+	char verifier[AUTH_SCRAM_VERIFIER_MAX];
+	bool ok = auth_scram_make_verifier(password, AUTH_SCRAM_DEFAULT_ITERATIONS, NULL, 0,
+					   verifier, sizeof(verifier));
+	OPENSSL_cleanse(password, sizeof(password));
+	if (!ok) {
+		fprintf(stderr, "shardgate passwd: cannot make a verifier (empty password?)\n");
+		return 1;
+	}
+	printf("- { name: %s, password: \"%s\" }\n", opt->sql, verifier);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -299,6 +347,8 @@ int main(int argc, char **argv)
 		return check(&opt);
 	if (strcmp(opt.command, "explain") == 0)
 		return explain(&opt);
+	if (strcmp(opt.command, "passwd") == 0)
+		return passwd(&opt);
 	fprintf(stderr, "shardgate: unknown command \"%s\"\n", opt.command);
 	usage(stderr);
 	return 2;

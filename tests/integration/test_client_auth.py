@@ -122,8 +122,21 @@ def test_md5():
     check_method("md5-hash", "md5", [("md5user", stored)], "md5user", "md5pass")
 
 
+def test_passwd_verifier():
+    r = subprocess.run([SHARDGATE, "passwd", "alice"], input="wonder-land9\n", capture_output=True,
+                       text=True)
+    check_eq(r.returncode, 0, "shardgate passwd exit status")
+    line = r.stdout.strip()
+    check(line.startswith('- { name: alice, password: "SCRAM-SHA-256$4096:'),
+          "an auth.users entry with a SCRAM verifier", line)
+    verifier = line.split('"')[1]
+    check("wonder" not in line, "the password itself is not printed", line)
+    check_method("passwd", "scram-sha-256", [("alice", verifier)], "alice", "wonder-land9")
+
+
 if __name__ == "__main__":
     run_parts([
+        ("shardgate passwd makes a verifier that logs in", test_passwd_verifier),
         ("scram-sha-256 with a plain password", test_scram_plain_password),
         ("scram-sha-256 with PostgreSQL's verifier", test_scram_stored_verifier),
         ("md5", test_md5),

@@ -69,7 +69,7 @@ def test_replica_until_write():
         f.write("listen: 127.0.0.1:%d\npool: { mode: transaction, size: 5 }\n" % listen)
         f.write("auth: { method: trust }\nbackend: { user: postgres, password: postgres }\n")
         f.write("health: { interval: 100ms }\nlog: { level: debug }\n")
-        f.write("routing: { transaction_reads: replica_until_write, read_your_writes_wait: 200ms }\n")
+        f.write("routing: { transaction_reads: replica_until_write, read_your_writes_wait: 1s }\n")
         f.write("shards:\n  - name: s0\n    primary: 127.0.0.1:%d\n" % BASE)
         f.write("    replicas: [127.0.0.1:%d, 127.0.0.1:%d]\n" % (BASE + 1, BASE + 2))
     log = open(os.path.join(work, "until-write.log"), "w")

@@ -3,6 +3,7 @@
  * that hands each message to a server connection.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -46,6 +47,7 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg);
 static void classify_unit(client_t *c, const uint8_t *data, size_t len, route_class_t *cls,
 			  size_t *unit_len);
 static void fail_unit(client_t *c, const char *sqlstate, const char *message);
+static void limits_leave(client_t *c);
 
 static void list_add(worker_t *w, client_t *c)
 {
@@ -173,6 +175,7 @@ void client_close(client_t *c, const char *reason)
 	if (c->state == CLIENT_WAITING || (c->state == CLIENT_LOGIN && !c->server))
 		pool_cancel_wait(c->pool, c);
 	detach_server(c);
+	limits_leave(c);
 	c->state = CLIENT_CLOSED;
 	if (c->logged_in)
 		hashmap_remove(&w->clients_by_key, &c->cancel_pid, sizeof(c->cancel_pid));
@@ -428,6 +431,69 @@ static int login_node(const config_t *cfg)
 
 static bool continue_login(client_t *c);
 
+/*
+ * Connections per user and per database, across workers (max_user_conn,
+ * max_db_conn). Touched at login and logout only, under one lock.
+ */
+static pthread_mutex_t limits_lock = PTHREAD_MUTEX_INITIALIZER;
+static hashmap_t limit_counts; /* "u:<user>" or "d:<database>" -> count (as a pointer) */
+
+static intptr_t count_add(const char *kind, const char *name, intptr_t delta)
+{
+	char key[CONFIG_NAME_MAX + 4];
+	int n = snprintf(key, sizeof(key), "%s:%s", kind, name);
+	intptr_t now = (intptr_t)hashmap_get(&limit_counts, key, (size_t)n) + delta;
+	if (now <= 0)
+		hashmap_remove(&limit_counts, key, (size_t)n);
+	else
+		hashmap_put(&limit_counts, key, (size_t)n, (void *)now);
+	return now;
+}
+
+/* Counts the client in; false (nothing counted) when a limit is reached. */
+static bool limits_enter(client_t *c, const char **which)
+{
+	const config_t *cfg = c->worker->config;
+	if (cfg->max_user_conn <= 0 && cfg->max_db_conn <= 0)
+		return true;
+	bool ok = true;
+	pthread_mutex_lock(&limits_lock);
+	intptr_t users = count_add("u", c->user, 1);
+	intptr_t dbs = count_add("d", c->database, 1);
+	if (cfg->max_user_conn > 0 && users > cfg->max_user_conn) {
+		ok = false;
+		*which = "max_user_conn";
+	} else if (cfg->max_db_conn > 0 && dbs > cfg->max_db_conn) {
+		ok = false;
+		*which = "max_db_conn";
+	}
+	if (!ok) {
+		count_add("u", c->user, -1);
+		count_add("d", c->database, -1);
+	}
+	pthread_mutex_unlock(&limits_lock);
+	c->counted = ok;
+	return ok;
+}
+
+static void limits_leave(client_t *c)
+{
+	if (!c->counted)
+		return;
+	pthread_mutex_lock(&limits_lock);
+	count_add("u", c->user, -1);
+	count_add("d", c->database, -1);
+	pthread_mutex_unlock(&limits_lock);
+	c->counted = false;
+}
+
+void client_free_limits(void)
+{
+	pthread_mutex_lock(&limits_lock);
+	hashmap_destroy(&limit_counts);
+	pthread_mutex_unlock(&limits_lock);
+}
+
 static const cfg_user_t *find_user(const config_t *cfg, const char *name)
 {
 	for (int i = 0; i < cfg->auth.n_users; i++)
@@ -610,6 +676,15 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 		if (strncmp(name, "_pq_.", 5) == 0)
 			continue; /* protocol extensions: none supported, none needed */
 		params_set(&c->params, name, value, params_is_synced(name) ? 0 : PARAM_EXTRA);
+	}
+	const char *which = NULL;
+	if (!limits_enter(c, &which)) {
+		char text[200];
+		snprintf(text, sizeof(text), "too many connections for %s \"%s\" (%s)",
+			 strcmp(which, "max_user_conn") == 0 ? "role" : "database",
+			 strcmp(which, "max_user_conn") == 0 ? c->user : c->database, which);
+		client_fatal(c, "53300", text);
+		return false;
 	}
 	if (cfg->auth.method != AUTH_TRUST)
 		return begin_auth(c);

@@ -178,6 +178,7 @@ struct client {
 	bool read_paused;
 	bool logged_in;
 	bool login_params_sent;
+	bool counted;		    /* in the per-user and per-database counts */
 	auth_scram_server_t *scram; /* during a SCRAM exchange */
 	uint8_t md5_salt[4];
 	char addr[64];
@@ -299,6 +300,8 @@ void client_end_transaction(client_t *c);
 void client_free(client_t *c);
 /* Frees the worker's cache of routing decisions by statement shape. */
 void client_free_shapes(worker_t *w);
+/* Frees the per-user and per-database connection counts (at exit). */
+void client_free_limits(void);
 client_t *client_find_by_cancel(worker_t *w, uint32_t pid);
 
 /* Server side (server.c). */

@@ -315,4 +315,5 @@ void net_wait(void)
 	free(proxy.workers);
 	proxy.workers = NULL;
 	pool_free_quotas();
+	client_free_limits();
 }

@@ -281,6 +281,15 @@ client_t *client_find_by_cancel(worker_t *w, uint32_t pid)
 	return hashmap_get(&w->clients_by_key, &pid, sizeof(pid));
 }
 
+void client_release_server(client_t *c)
+{
+	server_t *s = c->server;
+	c->server = NULL;
+	s->client = NULL;
+	c->state = CLIENT_IDLE;
+	pool_release(s);
+}
+
 /* Sends AuthenticationOk, the session's parameters, BackendKeyData and
  * ReadyForQuery (protocol-flow, "Start-up"). */
 static void finish_login(client_t *c)
@@ -325,10 +334,7 @@ static void finish_login(client_t *c)
 		  c->database);
 
 	if (s && w->config->pool.mode == POOL_TRANSACTION) {
-		c->server = NULL;
-		s->client = NULL;
-		c->state = CLIENT_IDLE;
-		pool_release(s);
+		client_release_server(c);
 	} else {
 		c->state = s ? CLIENT_ACTIVE : CLIENT_IDLE;
 	}
@@ -1065,13 +1071,9 @@ void client_on_server_lost(client_t *c, bool in_transaction, int owed_syncs)
 
 void client_finish_switch(client_t *c)
 {
-	server_t *s = c->server;
 	c->switching = false;
-	c->server = NULL;
-	s->client = NULL;
-	c->state = CLIENT_IDLE;
 	c->force_primary = true;
-	pool_release(s);
+	client_release_server(c);
 	client_process_input(c);
 }
 
@@ -1093,11 +1095,8 @@ void client_finish_check(client_t *c)
 		  (unsigned long long)c->write_lsn);
 	if (c->captured_lsn < c->write_lsn) {
 		/* Behind: this unit reads on the primary instead. */
-		c->server = NULL;
-		s->client = NULL;
-		c->state = CLIENT_IDLE;
 		c->force_primary = true;
-		pool_release(s);
+		client_release_server(c);
 	} else if (c->deferred_begin) {
 		relay_send_internal_query(s, c->deferred_begin);
 	}

@@ -288,6 +288,8 @@ bool client_take_back_unit(client_t *c);
  * ReadyForQuery when it was outside a transaction with one answer owed,
  * else a FATAL error. */
 void client_on_server_lost(client_t *c, bool in_transaction, int owed_syncs);
+/* Unlinks the client's server connection and gives it back to its pool. */
+void client_release_server(client_t *c);
 /* Runs the client's buffered messages (after a link or an unlink). */
 void client_process_input(client_t *c);
 /* The replica answered the read-your-writes check: run the unit there or

@@ -446,10 +446,7 @@ static void after_batch(server_t *s, bool saw_ready)
 		c->unit_writes = false;
 		c->replaying = false;
 		buf_free(&c->replay);
-		c->server = NULL;
-		s->client = NULL;
-		c->state = CLIENT_IDLE;
-		pool_release(s);
+		client_release_server(c);
 		client_process_input(c);
 		return;
 	}

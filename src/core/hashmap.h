@@ -32,7 +32,8 @@ void hashmap_destroy(hashmap_t *map);
 void *hashmap_get(const hashmap_t *map, const void *key, size_t len);
 /* Inserts or replaces; returns false when out of memory. */
 bool hashmap_put(hashmap_t *map, const void *key, size_t len, void *value);
-/* Removes the key; returns its value or NULL. */
+/* Removes the key; returns its value or NULL. `key` may point into the
+ * entry being removed (it is not read after the entry is freed). */
 void *hashmap_remove(hashmap_t *map, const void *key, size_t len);
 
 /* Calls fn for every entry; fn must not modify the map. */

@@ -204,13 +204,12 @@ static void unregister_created(server_t *s, pending_t *p)
 		server_forget_stmt(s, e);
 	client_t *c = s->client;
 	if (c && p->action == ACTION_FORWARD) {
+		/* The name comes from the client and may be long: remove it by
+		 * the map's own copy of the key (read before the entry is freed). */
 		find_name_t f = {p->created, NULL, 0};
 		hashmap_foreach(&c->stmts, find_name, &f);
 		if (f.key) {
-			char name[CONFIG_NAME_MAX * 4 + 1];
-			size_t n = f.key_len < sizeof(name) ? f.key_len : sizeof(name) - 1;
-			memcpy(name, f.key, n);
-			stmt_t *st = hashmap_remove(&c->stmts, name, n);
+			stmt_t *st = hashmap_remove(&c->stmts, f.key, f.key_len);
 			if (st)
 				stmt_unref(c->worker, st);
 		}

@@ -902,10 +902,24 @@ static void classify_unit(client_t *c, const uint8_t *data, size_t len, route_cl
 	route_class_unknown(cls, "incomplete pipeline");
 }
 
+/* The pool of (shard, node) for this client's user and database. */
+static pool_t *client_pool(client_t *c, int shard, int node)
+{
+	size_t n = sizeof(c->pools) / sizeof(c->pools[0]);
+	for (size_t i = 0; i < n && c->pools[i]; i++)
+		if (c->pools[i]->shard == shard && c->pools[i]->node == node)
+			return c->pools[i];
+	pool_t *p = pool_get(c->worker, shard, node, c->login_pool->user, c->login_pool->database);
+	if (p) {
+		memmove(&c->pools[1], &c->pools[0], (n - 1) * sizeof(c->pools[0]));
+		c->pools[0] = p;
+	}
+	return p;
+}
+
 static int pool_load(int shard, int node, void *arg)
 {
-	client_t *c = arg;
-	pool_t *p = pool_get(c->worker, shard, node, c->login_pool->user, c->login_pool->database);
+	pool_t *p = client_pool(arg, shard, node);
 	return p ? p->n_active + p->n_waiting : 0;
 }
 
@@ -966,7 +980,7 @@ static pool_t *route_unit(client_t *c, route_class_t cls, route_status_t *status
 		log_info("client_pinned", "\"client\":%llu,\"reason\":\"%s\"",
 			 (unsigned long long)c->id, cls.pin_reason);
 	}
-	return pool_get(w, t.shard, t.node, c->login_pool->user, c->login_pool->database);
+	return client_pool(c, t.shard, t.node);
 }
 
 /* Answers a unit that cannot run with an ErrorResponse and ReadyForQuery,

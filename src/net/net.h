@@ -194,6 +194,8 @@ struct client {
 	bool pinned;      /* keeps its server connection for the rest of the session */
 	uint32_t cancel_pid, cancel_key;
 	pool_t *login_pool; /* the default shard's primary: parameters at login */
+	pool_t *pools[4];   /* the pools this client routed to last (pools live as long
+			       as their worker), so routing skips pool_get's key build */
 	pool_t *pool;	    /* where the current unit of work runs */
 	server_t *server;   /* linked server connection */
 	route_target_t target; /* where the current unit was routed, and why */

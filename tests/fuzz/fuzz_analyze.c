@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "analyze/analyze.h"
 #include "config/config.h"
 #include "route/route.h"
@@ -38,12 +39,6 @@ static const char FUZZ_CONFIG[] = "listen: 127.0.0.1:6432\n"
 
 /* Loaded once, read-only afterwards; freed by nobody (process lifetime). */
 static config_t *fuzz_config;
-
-static void fuzz_check(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 static bool fuzz_tracked_none(const char *name)
 {

@@ -16,26 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "proto/proto.h"
 
 #define FUZZ_INPUT_MAX   (1024 * 1024)
 #define FUZZ_MAX_MESSAGE ((size_t)1 << 30) /* SERVER_MAX_MESSAGE in src/net/server.c */
-
-static volatile uint8_t fuzz_sink;
-
-static void fuzz_touch(const uint8_t *p, size_t n)
-{
-	uint8_t acc = 0;
-	for (size_t i = 0; i < n; i++)
-		acc ^= p[i];
-	fuzz_sink = acc;
-}
-
-static void fuzz_check(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 static bool fuzz_read_cstr(proto_reader_t *r, size_t *len_out)
 {

@@ -12,15 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "config/config.h"
 
 #define FUZZ_INPUT_MAX (1024 * 1024)
-
-static void fuzz_check(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -16,27 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "proto/proto.h"
 
 #define FUZZ_INPUT_MAX   (1024 * 1024)
 #define FUZZ_MAX_MESSAGE ((size_t)64 * 1024 * 1024) /* the proxy's default max_message_size */
-
-/* Keeps the compiler from dropping reads whose results are unused. */
-static volatile uint8_t fuzz_sink;
-
-static void fuzz_touch(const uint8_t *p, size_t n)
-{
-	uint8_t acc = 0;
-	for (size_t i = 0; i < n; i++)
-		acc ^= p[i];
-	fuzz_sink = acc;
-}
-
-static void fuzz_check(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 /* A string getter must return a NUL-terminated string of the length it
  * reports, inside the body. */

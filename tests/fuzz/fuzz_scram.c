@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "proto/auth.h"
 
 #define FUZZ_INPUT_MAX      (64 * 1024)
@@ -55,12 +56,6 @@ static const uint8_t mock_secret[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 
 /* Made once: the harness keeps no other state between inputs. */
 static auth_scram_verifier_t fuzz_verifier, fuzz_mock;
 static bool fuzz_ready;
-
-static void fuzz_check(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 static void fuzz_init(void)
 {

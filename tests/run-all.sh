@@ -64,6 +64,25 @@ shards:
   - name: s1
     primary: 127.0.0.1:$((base + 3))
 default_shard: s0
+# Sharded tables of tests/integration/test_sharding*.py (other tests use
+# their own unlisted tables, which live on the default shard).
+tables:
+  sg_users:     { key: id, strategy: hash, buckets: 16 }
+  sg_orders:    { key: user_id, strategy: hash, colocate_with: sg_users }
+  sg_typed:     { key: id, strategy: hash, buckets: 8 }
+  sg_big:       { key: id, strategy: hash, buckets: 4 }
+  sg_texts:     { key: k, type: text, strategy: hash, buckets: 8 }
+  sg_uuids:     { key: u, type: uuid, strategy: hash, buckets: 8 }
+  sg_events:
+    key: id
+    strategy: range
+    ranges: [ { below: 1000, shard: s0 }, { shard: s1 } ]
+  sg_tenants:
+    key: tenant_id
+    type: text
+    strategy: directory
+    directory: { shard: s0, table: shardgate.directory, assign: round_robin }
+  sg_countries: { strategy: reference }
 YAML
 }
 

@@ -1365,15 +1365,8 @@ static bool parse_timestamp_us(const char *text, key_type_t type, int64_t *out)
 	return true;
 }
 
-/* A range bound read by key type, so that bounds compare like the keys do. */
-typedef struct {
-	int64_t number;   /* integers; timestamps in microseconds */
-	const char *text; /* text, varchar */
-	char uuid[33];    /* 32 lower-case hex digits */
-} bound_value_t;
-
 /* Parses a bound; on failure *expected says what was expected. */
-static bool bound_parse(key_type_t type, const char *text, bound_value_t *out,
+static bool bound_parse(key_type_t type, const char *text, key_value_t *out,
                         const char **expected)
 {
 	int64_t min = INT64_MIN, max = INT64_MAX;
@@ -1425,7 +1418,7 @@ static bool bound_parse(key_type_t type, const char *text, bound_value_t *out,
 
 /* Orders two bounds of the same key type: integers and times numerically,
  * text bytewise (C collation), UUIDs by their bytes. */
-static int bound_compare(key_type_t type, const bound_value_t *a, const bound_value_t *b)
+static int bound_compare(key_type_t type, const key_value_t *a, const key_value_t *b)
 {
 	switch (type) {
 	case KEY_TEXT:
@@ -1438,13 +1431,24 @@ static int bound_compare(key_type_t type, const bound_value_t *a, const bound_va
 	}
 }
 
+bool key_value_parse(key_type_t type, const char *text, key_value_t *out)
+{
+	const char *expected;
+	return bound_parse(type, text, out, &expected);
+}
+
+int key_value_compare(key_type_t type, const key_value_t *a, const key_value_t *b)
+{
+	return bound_compare(type, a, b);
+}
+
 /* ranges: [{ below, shard }] strictly increasing, only the last unbounded. */
 static bool load_ranges(loader_t *ld, yaml_node_t *node, const char *path, cfg_table_t *table)
 {
 	static const char *const keys[] = {"below", "shard"};
 	yaml_node_item_t *items;
 	int n;
-	bound_value_t previous, current;
+	key_value_t previous, current;
 	char keypath[CFG_KEYPATH_MAX], sub[CFG_KEYPATH_MAX];
 
 	if (!ld_sequence(ld, node, path, CFG_MAX_RANGES, &items, &n))

@@ -228,6 +228,23 @@ bool config_parse_duration_ms(const char *text, int64_t *out_ms);
 bool config_parse_size(const char *text, int64_t *out_bytes);
 bool config_parse_address(const char *text, cfg_address_t *out);
 
+/* A key value read by key type, so that values compare as PostgreSQL orders
+ * them: integers numerically, timestamps and dates as instants (a
+ * timestamptz needs an explicit zone), text bytewise (C collation), UUIDs by
+ * their bytes. text points into the parsed string. */
+typedef struct {
+	int64_t number;   /* integers; timestamps in microseconds */
+	const char *text; /* text, varchar */
+	char uuid[33];    /* 32 lower-case hex digits */
+} key_value_t;
+
+/* Parses a NUL-terminated value of the key type; false when PostgreSQL
+ * would not read it as that type or the proxy cannot place it in time
+ * (a timestamptz without zone). */
+bool key_value_parse(key_type_t type, const char *text, key_value_t *out);
+/* <0, 0, >0 as a is below, equal to or above b. */
+int key_value_compare(key_type_t type, const key_value_t *a, const key_value_t *b);
+
 const char *pool_mode_name(pool_mode_t mode);
 const char *strategy_name(strategy_t strategy);
 const char *key_type_name(key_type_t type);

@@ -174,6 +174,8 @@ void client_close(client_t *c, const char *reason)
 	worker_t *w = c->worker;
 	if (c->state == CLIENT_WAITING || (c->state == CLIENT_LOGIN && !c->server))
 		pool_cancel_wait(c->pool, c);
+	if (c->fan)
+		fanout_abort(c);
 	detach_server(c);
 	limits_leave(c);
 	c->state = CLIENT_CLOSED;
@@ -205,6 +207,17 @@ static void free_stmt_entry(const void *key, size_t len, void *value, void *arg)
 	stmt_unref(arg, value);
 }
 
+void client_note_write_lsn(client_t *c, int shard, uint64_t lsn)
+{
+	if (!c->shard_lsns) {
+		c->shard_lsns = calloc((size_t)c->worker->config->n_shards, sizeof(uint64_t));
+		if (!c->shard_lsns)
+			return;
+	}
+	if (lsn > c->shard_lsns[shard])
+		c->shard_lsns[shard] = lsn;
+}
+
 void client_free(client_t *c)
 {
 	relay_set_stmt(c->worker, &c->unnamed, NULL);
@@ -221,6 +234,7 @@ void client_free(client_t *c)
 	buf_free(&c->out);
 	buf_free(&c->replay);
 	free(c->deferred_begin);
+	free(c->shard_lsns);
 	if (c->scram) {
 		auth_scram_server_clear(c->scram);
 		free(c->scram);
@@ -246,6 +260,10 @@ void client_fatal(client_t *c, const char *sqlstate, const char *message)
 
 void client_on_pool_error(client_t *c, const char *sqlstate, const char *message)
 {
+	if (c->fan) {
+		fanout_on_pool_error(c, sqlstate, message);
+		return;
+	}
 	if (c->state == CLIENT_WAITING && c->target.replica && strcmp(sqlstate, "08006") == 0) {
 		/* Its unit is still unsent: a read the replica cannot take
 		 * goes to the primary instead. */
@@ -811,6 +829,11 @@ static void classify_stmt(client_t *c, stmt_t *st, route_class_t *out)
 	*out = st->route_class;
 }
 
+void client_classify_stmt(client_t *c, stmt_t *st, route_class_t *out)
+{
+	classify_stmt(c, st, out);
+}
+
 #define UNIT_MAX_PARSES 16
 
 /*
@@ -927,7 +950,7 @@ static int pool_load(int shard, int node, void *arg)
  * Chooses the pool for the next unit of work. Session pooling keeps one
  * server connection for the whole session, on the default shard's primary.
  */
-static pool_t *route_unit(client_t *c, route_class_t cls, route_status_t *status)
+static pool_t *route_unit(client_t *c, route_class_t cls, int shard, route_status_t *status)
 {
 	worker_t *w = c->worker;
 	const config_t *cfg = w->config;
@@ -959,11 +982,15 @@ static pool_t *route_unit(client_t *c, route_class_t cls, route_status_t *status
 			cls.reason = "read, replica behind the client's last write";
 		}
 	}
-	int shard = cls.hint_shard >= 0 ? cls.hint_shard : cfg->default_shard;
+	if (cls.hint_shard >= 0)
+		shard = cls.hint_shard;
+	else if (shard < 0)
+		shard = cfg->default_shard;
 	const health_snapshot_t *snap = health_acquire();
 	route_target_t t;
 	*status = route_choose(cfg, snap, &cls, shard,
-			       cfg->routing.read_your_writes ? c->write_lsn : 0, &w->balance,
+			       cfg->routing.read_your_writes ? client_write_lsn(c, shard) : 0,
+			       &w->balance,
 			       pool_load, c, &t);
 	health_release(snap);
 	if (*status != ROUTE_OK)
@@ -1024,8 +1051,9 @@ static bool start_unit(client_t *c)
 				 "pg_catalog.pg_sleep(0.001)::text = '') "
 				 "SELECT pg_catalog.pg_last_wal_replay_lsn() FROM (SELECT max(i) FROM w) "
 				 "AS waited",
-				 (long long)wait_ms, (unsigned)(c->write_lsn >> 32),
-				 (unsigned)(c->write_lsn & 0xffffffffu));
+				 (long long)wait_ms,
+				 (unsigned)(client_write_lsn(c, c->target.shard) >> 32),
+				 (unsigned)(client_write_lsn(c, c->target.shard) & 0xffffffffu));
 			relay_send_lsn_query(s, sql);
 		}
 		server_flush(s);
@@ -1106,8 +1134,8 @@ void client_finish_check(client_t *c)
 	c->target.verify_lsn = false;
 	log_debug("replica_check", "\"client\":%llu,\"node\":%d,\"replay_lsn\":%llu,\"write_lsn\":%llu",
 		  (unsigned long long)c->id, c->target.node, (unsigned long long)c->captured_lsn,
-		  (unsigned long long)c->write_lsn);
-	if (c->captured_lsn < c->write_lsn) {
+		  (unsigned long long)client_write_lsn(c, c->target.shard));
+	if (c->captured_lsn < client_write_lsn(c, c->target.shard)) {
 		/* Behind: this unit reads on the primary instead. */
 		c->force_primary = true;
 		client_release_server(c);
@@ -1150,8 +1178,13 @@ static bool defer_begin(client_t *c, const uint8_t *data, size_t len)
 	const config_t *cfg = c->worker->config;
 	const char *text;
 	size_t text_len;
-	if (cfg->pool.mode != POOL_TRANSACTION || c->pinned || !cfg->routing.read_write_split ||
-	    cfg->shards[cfg->default_shard].n_replicas == 0 || !unit_text(data, len, &text, &text_len))
+	/* Deferred when its first statement decides where the transaction
+	 * runs: a replica, or the shard its keys name. */
+	bool decides = (cfg->routing.read_write_split &&
+			cfg->shards[cfg->default_shard].n_replicas > 0) ||
+		       (sharding_active(cfg) && cfg->n_shards > 1);
+	if (cfg->pool.mode != POOL_TRANSACTION || c->pinned || !decides ||
+	    !unit_text(data, len, &text, &text_len))
 		return false;
 	const char *p = text;
 	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
@@ -1205,6 +1238,146 @@ static bool defer_begin(client_t *c, const uint8_t *data, size_t len)
 }
 
 /*
+ * An extended-protocol unit whose Sync has not arrived yet (a pipeline:
+ * its client may wait for answers before it sends the rest) that names a
+ * sharded table: its later statements may need other shards, so it runs
+ * as a streamed fan-out (fanout_start_stream).
+ */
+static bool may_need_shards(client_t *c, const uint8_t *data, size_t len)
+{
+	const config_t *cfg = c->worker->config;
+	if (!sharding_active(cfg) || cfg->n_shards < 2 || cfg->pool.mode != POOL_TRANSACTION ||
+	    c->pinned || c->deferred_begin)
+		return false;
+	for (size_t pos = 0; pos < len;) {
+		uint8_t type;
+		size_t total;
+		if (proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total) !=
+		    FRAME_OK)
+			return false;
+		proto_reader_t r;
+		proto_reader_init(&r, data + pos + 5, total - 5);
+		route_class_t cls;
+		const char *name, *query;
+		size_t name_len, query_len;
+		if (type == 'P' && proto_read_cstr(&r, NULL, NULL) &&
+		    proto_read_cstr(&r, &query, &query_len)) {
+			classify_text(c, query, query_len, &cls);
+			if (cls.configured_tables && cls.hint_shard < 0)
+				return true;
+		} else if (type == 'B' && proto_read_cstr(&r, NULL, NULL) &&
+			   proto_read_cstr(&r, &name, &name_len)) {
+			stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+			if (st) {
+				classify_stmt(c, st, &cls);
+				if (cls.configured_tables && cls.hint_shard < 0)
+					return true;
+			}
+		} else if (type != 'D' && type != 'E' && type != 'C' && type != 'H') {
+			return false;
+		}
+		pos += total;
+	}
+	return false;
+}
+
+/*
+ * Session pooling passes statements through under the client's names; the
+ * shard check of a Bind still needs their texts, kept here.
+ */
+static void track_session_stmt(client_t *c, uint8_t type, const uint8_t *msg, size_t total)
+{
+	proto_reader_t r;
+	const char *name, *query;
+	size_t name_len, query_len;
+	uint16_t n_types;
+	uint8_t what;
+	proto_reader_init(&r, msg + 5, total - 5);
+	if (type == 'P' && proto_read_cstr(&r, &name, &name_len) &&
+	    proto_read_cstr(&r, &query, &query_len) && proto_read_u16(&r, &n_types) &&
+	    proto_reader_left(&r) == (size_t)n_types * 4) {
+		stmt_t *st = stmt_intern(c->worker, query, query_len, msg + 5 + r.pos - 2,
+					 2 + (size_t)n_types * 4);
+		if (!st)
+			return;
+		if (name_len == 0) {
+			relay_set_stmt(c->worker, &c->unnamed, st);
+			stmt_unref(c->worker, st);
+			return;
+		}
+		stmt_t *old = hashmap_remove(&c->stmts, name, name_len);
+		if (old)
+			stmt_unref(c->worker, old);
+		if (!hashmap_put(&c->stmts, name, name_len, st))
+			stmt_unref(c->worker, st);
+	} else if (type == 'C' && proto_read_u8(&r, &what) && what == 'S' &&
+		   proto_read_cstr(&r, &name, &name_len) && name_len > 0) {
+		stmt_t *old = hashmap_remove(&c->stmts, name, name_len);
+		if (old)
+			stmt_unref(c->worker, old);
+	}
+}
+
+/*
+ * A client that keeps its server (a transaction, a pinned session, session
+ * pooling) sends a statement: it must belong on that server's shard. One
+ * that needs another shard, or several, is refused by the server itself
+ * (the transaction fails as PostgreSQL would fail it).
+ */
+static void check_transaction_shard(client_t *c, uint8_t type, const uint8_t *msg, size_t total)
+{
+	route_class_t cls;
+	if (type == 'Q') {
+		proto_reader_t r;
+		const char *query;
+		size_t query_len;
+		proto_reader_init(&r, msg + 5, total - 5);
+		if (!proto_read_cstr(&r, &query, &query_len))
+			return;
+		classify_text(c, query, query_len, &cls);
+	} else {
+		proto_reader_t r;
+		const char *name;
+		size_t name_len;
+		proto_reader_init(&r, msg + 5, total - 5);
+		if (!proto_read_cstr(&r, NULL, NULL) || !proto_read_cstr(&r, &name, &name_len))
+			return;
+		stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+		if (!st)
+			return;
+		classify_stmt(c, st, &cls);
+	}
+	if (!cls.configured_tables || cls.hint_shard >= 0)
+		return;
+	unit_route_t ur;
+	sharding_route_message(c, type, msg, total, &cls, &ur);
+	const config_t *cfg = c->worker->config;
+	int here = c->server->pool->shard;
+	char text[320];
+	text[0] = '\0';
+	if (ur.kind == UNIT_ROUTE_REFUSE)
+		snprintf(text, sizeof(text), "%s", ur.message);
+	else if (ur.kind == UNIT_ROUTE_FANOUT)
+		snprintf(text, sizeof(text),
+			 "a statement over several shards (%s) cannot run inside a transaction or a "
+			 "session bound to shard %s",
+			 ur.route.message, cfg->shards[here].name);
+	else if (ur.kind == UNIT_ROUTE_SHARD && ur.shard != here)
+		snprintf(text, sizeof(text),
+			 "this statement needs shard %s, but the transaction (or session) runs on "
+			 "shard %s; a transaction stays on one shard",
+			 cfg->shards[ur.shard].name, cfg->shards[here].name);
+	if (text[0]) {
+		c->refusing = true;
+		c->refusal_sent = false;
+		snprintf(c->refusal_state, sizeof(c->refusal_state), "%s",
+			 ur.kind == UNIT_ROUTE_REFUSE ? ur.sqlstate : "0A000");
+		snprintf(c->refusal, sizeof(c->refusal), "%s", text);
+	}
+	unit_route_free(&ur);
+}
+
+/*
  * Runs the client's complete messages in data[0..len); returns how many
  * bytes it consumed. Stops early when it must wait for a server.
  */
@@ -1216,7 +1389,15 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 	 * write, a replica's replay position, a rollback before moving to the
 	 * primary), the client's next unit waits, to be routed afterwards. */
 	while (pos < len && c->state != CLIENT_CLOSED && !c->checking && !c->switching &&
-	       !c->capturing) {
+	       !c->capturing && (!c->fan || fanout_wants_input(c))) {
+		if (c->fan) {
+			/* A streamed pipeline takes the client's messages. */
+			size_t used = fanout_feed(c, data + pos, len - pos);
+			pos += used;
+			if (used == 0)
+				break;
+			continue;
+		}
 		uint8_t type;
 		size_t total;
 		frame_status_t st;
@@ -1273,12 +1454,81 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			route_status_t rs;
 			route_class_t cls;
 			classify_unit(c, data + pos, len - pos, &cls, &unit_len);
+			if (unit_len == 0 && may_need_shards(c, data + pos, len - pos)) {
+				/* An unfinished pipeline over sharded tables: run
+				 * it as it comes, each statement on its shard. */
+				if (!fanout_start_stream(c)) {
+					client_fatal(c, "53200", "out of memory");
+					return pos;
+				}
+				continue;
+			}
 			if (cls.bare_begin && unit_len > 0 && !c->deferred_begin &&
 			    defer_begin(c, data + pos, unit_len)) {
 				pos += unit_len;
 				continue;
 			}
-			pool_t *pool = route_unit(c, cls, &rs);
+			int shard = -1;
+			if (unit_len > 0 && cls.configured_tables && sharding_active(cfg)) {
+				unit_route_t ur;
+				sharding_route_unit(c, data + pos, unit_len, &cls, &ur);
+				if (ur.kind == UNIT_ROUTE_PIPELINE && c->deferred_begin) {
+					ur.kind = UNIT_ROUTE_REFUSE;
+					snprintf(ur.sqlstate, sizeof(ur.sqlstate), "0A000");
+					snprintf(ur.message, sizeof(ur.message),
+						 "a transaction stays on one shard: this pipeline's "
+						 "statements need several");
+				}
+				if (ur.kind == UNIT_ROUTE_PIPELINE) {
+					unit_route_free(&ur);
+					if (!fanout_start_stream(c)) {
+						client_fatal(c, "53200", "out of memory");
+						return pos;
+					}
+					continue;
+				}
+				if (ur.kind == UNIT_ROUTE_FANOUT && c->deferred_begin &&
+				    !ur.route.merge) {
+					ur.kind = UNIT_ROUTE_REFUSE;
+					snprintf(ur.sqlstate, sizeof(ur.sqlstate), "0A000");
+					snprintf(ur.message, sizeof(ur.message),
+						 "a write on several shards inside a transaction is not "
+						 "supported (%s)",
+						 ur.route.message);
+				}
+				if (ur.kind == UNIT_ROUTE_FANOUT) {
+					char why[320];
+					bool started = fanout_start(c, data + pos, unit_len, &ur, why,
+								    sizeof(why));
+					unit_route_free(&ur);
+					pos += unit_len;
+					if (!started)
+						fail_unit(c, "0A000", why);
+					continue;
+				}
+				if (ur.kind == UNIT_ROUTE_REFUSE && !c->deferred_begin) {
+					fail_unit(c, ur.sqlstate, ur.message);
+					unit_route_free(&ur);
+					pos += unit_len;
+					continue;
+				}
+				if (ur.kind == UNIT_ROUTE_REFUSE) {
+					/* Inside a transaction the proxy began: the
+					 * default shard's server fails it, so that
+					 * the transaction is aborted there. */
+					c->refusing = true;
+					c->refusal_sent = false;
+					snprintf(c->refusal_state, sizeof(c->refusal_state), "%s",
+						 ur.sqlstate);
+					snprintf(c->refusal, sizeof(c->refusal), "%s", ur.message);
+					cls.read = false;
+				} else if (ur.kind == UNIT_ROUTE_SHARD) {
+					shard = ur.shard;
+				}
+				c->unit_checked = true;
+				unit_route_free(&ur);
+			}
+			pool_t *pool = route_unit(c, cls, shard, &rs);
 			if (!pool) {
 				char text[200];
 				snprintf(text, sizeof(text),
@@ -1321,6 +1571,27 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				break;
 			}
 		}
+		if (cfg->pool.mode == POOL_SESSION && sharding_active(cfg) && !c->refusing)
+			track_session_stmt(c, type, msg, total);
+		if (!c->refusing && !c->unit_checked && (type == 'Q' || type == 'B') &&
+		    sharding_active(cfg))
+			check_transaction_shard(c, type, msg, total);
+		if (c->refusing) {
+			/* The unit's messages are dropped; the server's answer to
+			 * the refusal answers them. */
+			if (!c->refusal_sent) {
+				c->refusal_sent = true;
+				relay_send_refusal(c->server, c->refusal_state, c->refusal);
+			}
+			if (type == 'S' || type == 'Q') {
+				c->refusing = false;
+				c->unit_checked = false;
+			}
+			pos += total;
+			continue;
+		}
+		if (type == 'S' || type == 'Q')
+			c->unit_checked = false;
 		if (!relay_client_message(c, type, msg, total))
 			return pos + total;
 		pos += total;
@@ -1352,6 +1623,10 @@ void client_process_input(client_t *c)
 /* Called when a server connection has been linked to the client. */
 void client_on_linked(client_t *c)
 {
+	if (c->fan) {
+		fanout_on_linked(c);
+		return;
+	}
 	server_t *s = c->server;
 	if (c->state == CLIENT_LOGIN) {
 		if (!c->login_params_sent) {
@@ -1406,6 +1681,8 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	client_flush(c);
+	if (c->state != CLIENT_CLOSED && c->fan && buf_avail(&c->out) < IO_LOW_WATER)
+		fanout_resume(c);
 	if (c->state != CLIENT_CLOSED && c->server && buf_avail(&c->out) < IO_LOW_WATER &&
 	    c->server->state != SERVER_CLOSED)
 		io_resume_read(c->server->ev_read, &c->server->read_paused);

@@ -22,6 +22,7 @@
 #include "core/hashmap.h"
 #include "proto/auth.h"
 #include "route/route.h"
+#include "route/shard.h"
 
 struct event;
 struct event_base;
@@ -29,6 +30,7 @@ typedef struct worker worker_t;
 typedef struct client client_t;
 typedef struct server server_t;
 typedef struct pool pool_t;
+typedef struct fanout fanout_t;
 
 /*
  * Run-time parameters of a session: name -> value. `synced_fp` is the XOR
@@ -152,6 +154,7 @@ struct server {
 	server_t *next, *prev;	       /* pool lists */
 	server_t *all_next, *all_prev; /* every server of the worker */
 	bool in_free_list;
+	fanout_t *fan; /* a leg of this fan-out (fanout.c) */
 };
 
 typedef enum {
@@ -200,7 +203,6 @@ struct client {
 	server_t *server;   /* linked server connection */
 	route_target_t target; /* where the current unit was routed, and why */
 	bool unit_writes;      /* the current unit may write: note the WAL position after */
-	uint64_t write_lsn;    /* the client's last write's WAL position (read_your_writes) */
 	uint64_t captured_lsn; /* the answer to the proxy's last WAL position query */
 	bool capturing;	       /* asking the primary for the WAL position of a write */
 	bool checking;	       /* asking a replica whether it replayed write_lsn */
@@ -208,6 +210,14 @@ struct client {
 	char *deferred_begin;  /* a BEGIN answered by the proxy, sent with the next unit */
 	bool until_write;      /* transaction_reads: replica_until_write, on a replica */
 	bool switching;        /* leaving the replica for the primary at a write */
+	fanout_t *fan;	       /* one statement running on several shards */
+	bool unit_checked;     /* the unit being relayed was routed by shard already */
+	bool refusing;	       /* dropping the unit's messages through its Sync */
+	bool refusal_sent;     /* the refusal went to the server */
+	char refusal_state[6];
+	char refusal[320];
+	uint64_t *shard_lsns;  /* per shard: the WAL position of the client's last write
+				  there (read_your_writes); allocated at the first */
 	client_t *wait_next, *wait_prev;
 	int64_t wait_start_ms;
 	int64_t connect_ms;
@@ -239,6 +249,8 @@ struct worker {
 	uint64_t next_stmt_id;
 	analyzer_t *analyzer;	  /* cached statement analyses */
 	hashmap_t shapes;	  /* statement shape -> route_class_t (see classify_text) */
+	hashmap_t facts;	  /* statement text -> keys_facts_t (sharding.c) */
+	keys_table_t *key_tables; /* the shard map's tables for keys_extract */
 	route_balance_t balance;
 	uint64_t next_id;
 	uint8_t mock_secret[32]; /* SCRAM answers for unknown users */
@@ -262,6 +274,15 @@ typedef struct {
 } proxy_t;
 
 extern proxy_t proxy;
+
+/* The WAL position of the client's last write on a shard (0: none). */
+static inline uint64_t client_write_lsn(const client_t *c, int shard)
+{
+	return c->shard_lsns ? c->shard_lsns[shard] : 0;
+}
+void client_note_write_lsn(client_t *c, int shard, uint64_t lsn);
+/* The route class of a prepared statement (cached in it). */
+void client_classify_stmt(client_t *c, stmt_t *st, route_class_t *out);
 
 /* Worker lifecycle (worker.c). */
 bool net_start(const config_t *config, char *err, size_t errlen);
@@ -308,6 +329,63 @@ void client_free_shapes(worker_t *w);
 void client_free_limits(void);
 client_t *client_find_by_cancel(worker_t *w, uint32_t pid);
 
+/* Sharding of a unit of work (sharding.c). */
+typedef enum {
+	UNIT_ROUTE_DEFAULT, /* no sharded table decides: the default routing */
+	UNIT_ROUTE_SHARD,   /* every statement on `shard` */
+	UNIT_ROUTE_FANOUT,  /* one statement on several shards: `route` */
+	UNIT_ROUTE_PIPELINE, /* statements on several shards, one each: `bind_shards` */
+	UNIT_ROUTE_REFUSE   /* answer `sqlstate`, `message` */
+} unit_route_kind_t;
+
+typedef struct {
+	unit_route_kind_t kind;
+	int shard;
+	shard_route_t route; /* FANOUT: the statement's shards (owned) */
+	/* FANOUT: the statement (pointers into the client's input) */
+	const char *text;
+	size_t text_len;
+	const uint8_t *types; /* Int16 count + OIDs, as in Parse */
+	size_t types_len;
+	const uint8_t *bind; /* Bind body */
+	size_t bind_len;
+	bool extended;
+	bool replica_ok; /* the statement may read on replicas */
+	shard_params_t params;
+	const uint8_t **param_values; /* owned arrays behind params */
+	int32_t *param_lengths;
+	int16_t *param_formats;
+	int *bind_shards; /* PIPELINE: the shard of each Bind, in order (-1: any) */
+	int n_binds, cap_binds;
+	char sqlstate[6];
+	char message[320];
+} unit_route_t;
+
+bool sharding_active(const config_t *config);
+void sharding_route_unit(client_t *c, const uint8_t *data, size_t len, const route_class_t *cls,
+			 unit_route_t *out);
+void sharding_route_message(client_t *c, uint8_t type, const uint8_t *msg, size_t total,
+			    const route_class_t *cls, unit_route_t *out);
+void unit_route_free(unit_route_t *u);
+void sharding_free_worker(worker_t *w);
+
+/* One statement on several shards (fanout.c). */
+bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_t *u, char *why,
+		  size_t whylen);
+/* A pipeline whose statements may need several shards, run as it arrives:
+ * start, then feed it the client's input while fanout_wants_input(). */
+bool fanout_start_stream(client_t *c);
+bool fanout_wants_input(const client_t *c);
+size_t fanout_feed(client_t *c, const uint8_t *data, size_t len);
+bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t len);
+void fanout_after_batch(server_t *s);
+void fanout_on_linked(client_t *c);
+void fanout_on_leg_closed(server_t *s);
+void fanout_on_pool_error(client_t *c, const char *sqlstate, const char *message);
+void fanout_abort(client_t *c);
+void fanout_cancel(client_t *c);
+void fanout_resume(client_t *c);
+
 /* Server side (server.c). */
 server_t *server_connect(pool_t *pool);
 void server_close(server_t *s, const char *reason);
@@ -321,6 +399,10 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 bool relay_prepare_link(server_t *s, client_t *c);
 /* Sends a simple query of the proxy's own whose answer is swallowed. */
 bool relay_send_internal_query(server_t *s, const char *sql);
+/* Sends a statement that fails on the server with sqlstate and message,
+ * answered to the client (ErrorResponse, ReadyForQuery): a refusal inside
+ * a transaction aborts it as PostgreSQL would. */
+bool relay_send_refusal(server_t *s, const char *sqlstate, const char *message);
 /* The same for a query returning one pg_lsn, kept in client->captured_lsn. */
 bool relay_send_lsn_query(server_t *s, const char *sql);
 void relay_reset_pending(server_t *s);

@@ -798,6 +798,33 @@ bool relay_send_internal_query(server_t *s, const char *sql)
 	return proto_put_query(&s->out, sql) && pending_push(s, PENDING_QUERY, ACTION_DROP, 0, NULL);
 }
 
+bool relay_send_refusal(server_t *s, const char *sqlstate, const char *message)
+{
+	/* The server raises the error itself, so that a transaction it
+	 * runs fails exactly as PostgreSQL fails one. */
+	buf_t sql = {0};
+	static const char head[] = "DO $sg$BEGIN RAISE EXCEPTION USING ERRCODE = '";
+	static const char middle[] = "', MESSAGE = '";
+	static const char tail[] = "'; END$sg$"; /* with its NUL */
+	buf_append(&sql, head, sizeof(head) - 1);
+	for (const char *p = sqlstate; *p; p++)
+		if ((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z'))
+			buf_append(&sql, p, 1);
+	buf_append(&sql, middle, sizeof(middle) - 1);
+	for (const char *p = message; *p; p++) {
+		char ch = *p == '$' ? '?' : *p;
+		if (ch == '\'')
+			buf_append(&sql, "'", 1);
+		buf_append(&sql, &ch, 1);
+	}
+	buf_append(&sql, tail, sizeof(tail));
+	relay_set_stmt(s->worker, &s->unnamed, NULL);
+	bool ok = proto_put_query(&s->out, (const char *)buf_head(&sql)) &&
+		  pending_push(s, PENDING_QUERY, ACTION_FORWARD, 0, NULL);
+	buf_free(&sql);
+	return ok;
+}
+
 bool relay_send_lsn_query(server_t *s, const char *sql)
 {
 	if (!relay_send_internal_query(s, sql))

@@ -143,7 +143,11 @@ void server_close(server_t *s, const char *reason)
 		  s->pool->address.host, s->pool->address.port, reason);
 	client_t *c = s->client;
 	client_t *retry = NULL;
-	if (c) {
+	bool served = c != NULL;
+	if (s->fan) {
+		c = NULL; /* a fan-out leg: the fan-out answers its client */
+		fanout_on_leg_closed(s);
+	} else if (c) {
 		s->client = NULL;
 		c->server = NULL;
 		if (client_take_back_unit(c))
@@ -155,7 +159,7 @@ void server_close(server_t *s, const char *reason)
 	s->state = SERVER_CLOSED;
 	/* A failed login, or a connection lost under a client, counts
 	 * against the node's circuit breaker. */
-	if (was_login || c)
+	if (was_login || served)
 		health_report(s->pool->shard, s->pool->node, false);
 	if (s->ev_read)
 		event_del(s->ev_read);
@@ -405,6 +409,11 @@ fail:
 static void after_batch(server_t *s, bool saw_ready)
 {
 	client_t *c = s->client;
+	if (s->fan) {
+		if (s->state != SERVER_CLOSED)
+			fanout_after_batch(s);
+		return;
+	}
 	if (c)
 		client_flush(c);
 	if (s->state == SERVER_CLOSED || !saw_ready || s->pending_count != 0)
@@ -427,8 +436,7 @@ static void after_batch(server_t *s, bool saw_ready)
 	if (c && cfg->pool.mode == POOL_TRANSACTION && s->tx_status == 'I' && !c->pinned) {
 		if (c->capturing) {
 			c->capturing = false;
-			if (c->captured_lsn > c->write_lsn)
-				c->write_lsn = c->captured_lsn;
+			client_note_write_lsn(c, s->pool->shard, c->captured_lsn);
 		}
 		if (c->unit_writes && cfg->routing.read_your_writes &&
 		    cfg->routing.read_write_split && cfg->shards[s->pool->shard].n_replicas > 0) {
@@ -495,7 +503,10 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg)
 		}
 		if (type == 'Z')
 			saw_ready = true;
-		if (!relay_server_message(s, type, msg, total)) {
+		bool ok = s->fan && s->pending_count == 0
+				  ? fanout_server_message(s, type, msg, total)
+				  : relay_server_message(s, type, msg, total);
+		if (!ok) {
 			if (s->client)
 				client_flush(s->client);
 			server_close(s, "server terminated the session");

@@ -23,6 +23,7 @@
 #include "net/io.h"
 #include "net/net.h"
 #include "pool/pool.h"
+#include "route/directory.h"
 
 #define JANITOR_INTERVAL_MS 100
 #define SCRATCH_SIZE (64 * 1024)
@@ -165,7 +166,9 @@ static void on_cancel(evutil_socket_t fd, short what, void *arg)
 	while (q) {
 		cancel_request_t *next = q->next;
 		client_t *c = client_find_by_cancel(w, q->pid);
-		if (c && c->cancel_key == q->key && c->server)
+		if (c && c->cancel_key == q->key && c->fan)
+			fanout_cancel(c);
+		else if (c && c->cancel_key == q->key && c->server)
 			server_send_cancel(c->server);
 		free(q);
 		q = next;
@@ -205,6 +208,7 @@ static void *worker_main(void *arg)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	event_base_dispatch(w->base);
+	directory_thread_done();
 	return NULL;
 }
 
@@ -302,6 +306,7 @@ void net_wait(void)
 		hashmap_destroy(&w->stmts);
 		analyzer_free(w->analyzer);
 		client_free_shapes(w);
+		sharding_free_worker(w);
 		close(w->listen_fd);
 		event_free(w->ev_listen);
 		event_free(w->ev_reap);

@@ -104,7 +104,8 @@ bool proto_read_cstr(proto_reader_t *r, const char **out, size_t *len)
 	const uint8_t *nul = memchr(start, '\0', r->len - r->pos);
 	if (!nul)
 		return false;
-	*out = (const char *)start;
+	if (out)
+		*out = (const char *)start;
 	if (len)
 		*len = (size_t)(nul - start);
 	r->pos += (size_t)(nul - start) + 1;

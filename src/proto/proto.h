@@ -60,6 +60,7 @@ bool proto_read_u16(proto_reader_t *r, uint16_t *out);
 bool proto_read_u32(proto_reader_t *r, uint32_t *out);
 bool proto_read_i32(proto_reader_t *r, int32_t *out);
 /* A NUL-terminated string inside the body; *out points into the message. */
+/* A NUL-terminated string; out and len may be NULL (skip it). */
 bool proto_read_cstr(proto_reader_t *r, const char **out, size_t *len);
 bool proto_read_bytes(proto_reader_t *r, size_t n, const uint8_t **out);
 static inline size_t proto_reader_left(const proto_reader_t *r)

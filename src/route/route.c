@@ -3,6 +3,7 @@
  */
 #include "route/route.h"
 
+#include <stdio.h>
 #include <string.h>
 
 const char *route_status_name(route_status_t status)
@@ -83,6 +84,32 @@ static const char *pin_reason(const analyze_statement_t *st, route_tracked_param
 	}
 }
 
+/* A table of the shard map is named (sharding decides where it runs). A
+ * text that cannot be parsed might name one too. */
+static bool names_configured_table(const config_t *config, const analysis_t *a)
+{
+	if (config->n_tables == 0)
+		return false;
+	if (a->parse_error || a->tables_truncated)
+		return true;
+	for (int i = 0; i < a->n_tables; i++) {
+		const analyze_table_t *t = &a->tables[i];
+		if (t->cte_name)
+			continue;
+		char qualified[CONFIG_NAME_MAX * 2 + 2];
+		if (t->schema) {
+			snprintf(qualified, sizeof(qualified), "%s.%s", t->schema, t->name);
+			if (config_find_table(config, qualified) >= 0)
+				return true;
+			if (strcmp(t->schema, "public") != 0)
+				continue;
+		}
+		if (config_find_table(config, t->name) >= 0)
+			return true;
+	}
+	return false;
+}
+
 void route_classify(const config_t *config, const analysis_t *a, route_tracked_param_fn tracked,
 		    route_class_t *out)
 {
@@ -93,6 +120,7 @@ void route_classify(const config_t *config, const analysis_t *a, route_tracked_p
 		out->pin_reason = "session advisory lock";
 	out->pins = out->pin_reason != NULL;
 	out->n_texts = 1;
+	out->configured_tables = names_configured_table(config, a);
 	if (a->n_statements == 1 && a->n_statement_records == 1 &&
 	    a->statements[0].kind == ANALYZE_KIND_TRANSACTION) {
 		const analyze_txn_t *txn = &a->statements[0].txn;
@@ -166,6 +194,7 @@ void route_class_merge(route_class_t *acc, const route_class_t *next)
 	acc->read = acc->read && next->read;
 	acc->read_only_txn = acc->read_only_txn || next->read_only_txn;
 	acc->hint_primary = acc->hint_primary || next->hint_primary;
+	acc->configured_tables = acc->configured_tables || next->configured_tables;
 	if (next->pins && !acc->pins) {
 		acc->pins = true;
 		acc->pin_reason = next->pin_reason;

@@ -34,6 +34,7 @@ typedef struct {
 	bool set_read_only; /* only SET TRANSACTION READ ONLY */
 	bool txn_end;       /* only COMMIT / ROLLBACK */
 	int n_texts;        /* statement texts in the unit */
+	bool configured_tables; /* names a table of the shard map (or may: unparseable) */
 } route_class_t;
 
 /* Parameters whose value the proxy carries between server connections. */

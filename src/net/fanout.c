@@ -1,0 +1,1569 @@
+/*
+ * fanout.c - one statement on several shards at once.
+ *
+ * A unit whose one statement needs several shards (a read with no pinned
+ * key, a write with none, a multi-row INSERT whose rows go to different
+ * shards) takes one server connection per shard ("legs"), acquired in shard
+ * order so that two fan-outs never wait on each other in a cycle. Each leg
+ * gets the statement as its shard must run it: the same text, a text
+ * rewritten for merging (merge/plan.h), or the INSERT's own rows
+ * (route/rewrite.h); extended-protocol units run on each leg as an unnamed
+ * Parse/Bind/Describe/Execute/Sync with the client's parameters.
+ *
+ * Reads are merged as rows arrive (merge/merge.h): concatenated, or
+ * merge-sorted, or aggregated; LIMIT stops the other legs with a
+ * CancelRequest once met. A leg that runs ahead of the merge stops being
+ * read (backpressure), so an ORDER BY over a large result never buffers
+ * it all.
+ *
+ * Writes run on every leg inside BEGIN; the proxy sends COMMIT to all legs
+ * only when every leg's statement succeeded, and ROLLBACK to all otherwise:
+ * a failing statement leaves no shard changed. (Without two-phase commit, a
+ * crash between the COMMITs can still leave some shards committed.)
+ *
+ * The client sees one answer, built by the proxy in the order of its own
+ * messages: ParseComplete, BindComplete, the row description, the rows,
+ * one command tag whose row count is the sum of the legs', ReadyForQuery.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "health/health.h"
+#include "merge/merge.h"
+#include "merge/plan.h"
+#include "net/io.h"
+#include "net/net.h"
+#include "pool/pool.h"
+#include "proto/proto.h"
+#include "route/rewrite.h"
+
+#define FANOUT_BUFFERED_ROWS 4096 /* a leg's rows waiting in the merge: stop reading it */
+#define FANOUT_MAX_CLIENT_MSGS 32
+
+typedef struct {
+	int shard;
+	pool_t *pool;
+	server_t *server;
+	buf_t msgs;        /* what this leg is sent */
+	int preamble_z;    /* ReadyForQuery of BEGIN still to come */
+	bool running;      /* its statement was sent, its ReadyForQuery not seen */
+	bool finishing;    /* COMMIT or ROLLBACK sent */
+	bool described;    /* its RowDescription (or NoData) arrived */
+	bool failed;
+	bool cancelled;    /* stopped after the LIMIT was met */
+	bool got_parse, got_bind;
+	bool lost;
+	bool paused;
+	char tx_status;
+	buf_t returned;    /* a split INSERT's RETURNING rows (DataRow messages) */
+	size_t returned_pos;
+	/* Pipeline: what the leg owes, for which client message, in order. */
+	struct owed {
+		int idx;      /* the client message it answers */
+		uint8_t kind; /* OWE_* */
+	} *owed;
+	int n_owed, owed_head;
+} fan_leg_t;
+
+enum { OWE_DROP_PARSE, OWE_BIND, OWE_DESCRIBE, OWE_EXECUTE, OWE_SYNC };
+
+/* Pipeline: the answer owed to one client message. */
+typedef struct {
+	uint8_t type;    /* the client's message */
+	int leg;         /* who answers it; -1: the proxy */
+	buf_t out;       /* answers received, not yet sent */
+	bool complete;
+} fan_msg_t;
+
+struct fanout {
+	client_t *client;
+	bool write;
+	bool extended;
+	bool header_sent;
+	bool error_set;
+	bool finishing;
+	bool done;
+	uint8_t client_msgs[FANOUT_MAX_CLIENT_MSGS]; /* the types of the client's messages */
+	uint8_t client_describe[FANOUT_MAX_CLIENT_MSGS]; /* 'S' or 'P' for each Describe */
+	int n_client_msgs;
+	merge_plan_t *plan;
+	merger_t *merger;
+	buf_t error;     /* the first ErrorResponse, whole */
+	buf_t row_desc;  /* a write's RETURNING description */
+	uint64_t rows;   /* command tags summed */
+	int *row_leg;    /* split INSERT: the leg of each VALUES row */
+	int n_rows;
+	bool pipeline;   /* statements of one pipeline, each on its own leg */
+	bool synced;     /* pipeline: the client's Sync was passed on */
+	bool stream_failed; /* pipeline: a leg could not be had: drop to the Sync */
+	bool no_continue;   /* finished inside the client's own input loop */
+	int acquiring;   /* pipeline: the leg waiting for a server, -1 */
+	int last_leg;    /* pipeline: the leg of the last Bind */
+	fan_msg_t *msgs; /* pipeline: per client message */
+	int n_msgs, cap_msgs, next_emit;
+	int error_idx;   /* pipeline: the first failed client message, -1 */
+	char verb[16];
+	int n_legs, n_acquired;
+	fan_leg_t legs[];
+};
+
+static void finish(fanout_t *f);
+static void pump(fanout_t *f);
+
+/* ---- building what each leg is sent ---- */
+
+/* The leg's statement as an extended-protocol run on the unnamed statement:
+ * Parse, Bind (with the client's parameters, or a subset in param_map order),
+ * Describe portal, Execute, Sync. */
+static bool put_extended(buf_t *b, const char *sql, const uint8_t *types, size_t types_len,
+			 const unit_route_t *u, const int *param_map, int n_mapped,
+			 const merge_plan_t *plan)
+{
+	uint16_t n_types = types_len >= 2 ? buf_get_u16(types) : 0;
+	int n = param_map ? n_mapped : u->params.n;
+	size_t need = 64 + strlen(sql) + 4 * (size_t)(n_types > n ? n_types : n) +
+		      6 * (size_t)n + u->bind_len;
+	for (int k = 0; k < n; k++) {
+		int i = param_map ? param_map[k] : k;
+		if (u->params.values[i])
+			need += (size_t)u->params.lengths[i];
+	}
+	if (!buf_reserve(b, need))
+		return false;
+	/* Parse: name, query, parameter types (remapped when the INSERT was split). */
+	size_t start = buf_avail(b);
+	buf_put_u8(b, 'P');
+	buf_put_u32(b, 0);
+	buf_put_cstr(b, "");
+	buf_put_cstr(b, sql);
+	if (param_map) {
+		buf_put_u16(b, (uint16_t)n_mapped);
+		for (int k = 0; k < n_mapped; k++)
+			buf_put_u32(b, param_map[k] < n_types ? buf_get_u32(types + 2 + 4 * param_map[k])
+							      : 0);
+	} else {
+		buf_put_u16(b, n_types);
+		if (n_types)
+			buf_put_bytes(b, types + 2, (size_t)n_types * 4);
+	}
+	/* Bind: portal, statement, formats, values, result formats. */
+	size_t bind_start = buf_avail(b);
+	buf_put_u8(b, 'B');
+	buf_put_u32(b, 0);
+	buf_put_cstr(b, "");
+	buf_put_cstr(b, "");
+	buf_put_u16(b, (uint16_t)n);
+	for (int k = 0; k < n; k++) {
+		int i = param_map ? param_map[k] : k;
+		buf_put_u16(b, (uint16_t)u->params.formats[i]);
+	}
+	buf_put_u16(b, (uint16_t)n);
+	for (int k = 0; k < n; k++) {
+		int i = param_map ? param_map[k] : k;
+		if (!u->params.values[i]) {
+			buf_put_u32(b, UINT32_MAX);
+			continue;
+		}
+		buf_put_u32(b, (uint32_t)u->params.lengths[i]);
+		buf_put_bytes(b, u->params.values[i], (size_t)u->params.lengths[i]);
+	}
+	/* The client's result formats, after its parameter values. */
+	proto_reader_t r;
+	proto_reader_init(&r, u->bind, u->bind_len);
+	uint16_t nf, np;
+	const uint8_t *skip;
+	proto_read_cstr(&r, NULL, NULL);
+	proto_read_cstr(&r, NULL, NULL);
+	proto_read_u16(&r, &nf);
+	proto_read_bytes(&r, (size_t)nf * 2, &skip);
+	proto_read_u16(&r, &np);
+	for (int i = 0; i < np; i++) {
+		int32_t len;
+		proto_read_i32(&r, &len);
+		if (len > 0)
+			proto_read_bytes(&r, (size_t)len, &skip);
+	}
+	if (plan) {
+		/* Result formats for the shard's columns (hidden ones, avg's
+		 * count) from the client's codes. */
+		uint16_t n_client = 0;
+		const uint8_t *codes = NULL;
+		int16_t client[MERGE_MAX_COLUMNS], shard[MERGE_MAX_COLUMNS];
+		int n_shard = 0;
+		if (!proto_read_u16(&r, &n_client) || n_client > MERGE_MAX_COLUMNS ||
+		    !proto_read_bytes(&r, (size_t)n_client * 2, &codes))
+			return false;
+		for (int i = 0; i < n_client; i++)
+			client[i] = (int16_t)buf_get_u16(codes + 2 * i);
+		if (!merge_plan_shard_formats(plan, n_client, client, shard, MERGE_MAX_COLUMNS,
+					      &n_shard) ||
+		    !buf_reserve(b, 2 + 2 * (size_t)n_shard))
+			return false;
+		buf_put_u16(b, (uint16_t)n_shard);
+		for (int i = 0; i < n_shard; i++)
+			buf_put_u16(b, (uint16_t)shard[i]);
+	} else {
+		buf_put_bytes(b, u->bind + r.pos, u->bind_len - r.pos);
+	}
+	if (buf_avail(b) < bind_start || buf_avail(b) - start > UINT32_MAX)
+		return false;
+	/* Fill in the two lengths. */
+	uint8_t *base = (uint8_t *)buf_head(b);
+	buf_set_u32(base + start + 1, (uint32_t)(bind_start - start - 1));
+	buf_set_u32(base + bind_start + 1, (uint32_t)(buf_avail(b) - bind_start - 1));
+	static const uint8_t describe[] = {'D', 0, 0, 0, 6, 'P', 0};
+	static const uint8_t execute[] = {'E', 0, 0, 0, 9, 0, 0, 0, 0, 0};
+	static const uint8_t sync[] = {'S', 0, 0, 0, 4};
+	buf_put_bytes(b, describe, sizeof(describe));
+	buf_put_bytes(b, execute, sizeof(execute));
+	buf_put_bytes(b, sync, sizeof(sync));
+	return true;
+}
+
+/* Records the client's messages (for the answer) and its Parse (for its
+ * later Binds), as the relay would have. False: not a unit a fan-out can
+ * answer. */
+static bool note_client_unit(fanout_t *f, client_t *c, const uint8_t *data, size_t len,
+			     char *why, size_t whylen)
+{
+	for (size_t pos = 0; pos < len && !f->pipeline;) {
+		uint8_t type;
+		size_t total;
+		if (proto_frame(data + pos, len - pos, len, &type, &total) != FRAME_OK)
+			return false;
+		if (type == 'H') {
+			pos += total;
+			continue; /* Flush: nothing to answer */
+		}
+		if (f->n_client_msgs == FANOUT_MAX_CLIENT_MSGS) {
+			snprintf(why, whylen, "too many messages in one unit for a statement over "
+					      "several shards");
+			return false;
+		}
+		proto_reader_t r;
+		proto_reader_init(&r, data + pos + 5, total - 5);
+		if (type == 'D') {
+			uint8_t what = 0;
+			proto_read_u8(&r, &what);
+			f->client_describe[f->n_client_msgs] = what;
+		} else if (type == 'E') {
+			uint32_t max_rows = 0;
+			proto_read_cstr(&r, NULL, NULL);
+			proto_read_u32(&r, &max_rows);
+			if (max_rows != 0) {
+				snprintf(why, whylen,
+					 "fetching a statement over several shards in parts (Execute "
+					 "with a row limit) is not supported");
+				return false;
+			}
+		} else if (type == 'C' || type == 'F' || type == 'd' || type == 'c' || type == 'f') {
+			snprintf(why, whylen, "message type %c in a unit over several shards is "
+					      "not supported", type);
+			return false;
+		}
+		f->client_msgs[f->n_client_msgs++] = type;
+		pos += total;
+	}
+	/* The client's Parse becomes its statement, as relay_parse does. */
+	for (size_t pos = 0; pos < len;) {
+		uint8_t type;
+		size_t total;
+		proto_frame(data + pos, len - pos, len, &type, &total);
+		if (type == 'P') {
+			proto_reader_t r;
+			const char *name, *query;
+			size_t name_len, query_len;
+			uint16_t n_types;
+			proto_reader_init(&r, data + pos + 5, total - 5);
+			if (!proto_read_cstr(&r, &name, &name_len) ||
+			    !proto_read_cstr(&r, &query, &query_len) || !proto_read_u16(&r, &n_types))
+				return false;
+			stmt_t *st = stmt_intern(c->worker, query, query_len,
+						 data + pos + 5 + r.pos - 2, 2 + (size_t)n_types * 4);
+			if (!st)
+				return false;
+			if (name_len == 0) {
+				relay_set_stmt(c->worker, &c->unnamed, st);
+				stmt_unref(c->worker, st);
+			} else {
+				stmt_t *old = hashmap_get(&c->stmts, name, name_len);
+				if (old) {
+					stmt_unref(c->worker, st);
+					if (old != st) {
+						snprintf(why, whylen,
+							 "prepared statement \"%s\" already exists", name);
+						return false;
+					}
+				} else if (!hashmap_put(&c->stmts, name, name_len, st)) {
+					stmt_unref(c->worker, st);
+					return false;
+				}
+			}
+		}
+		pos += total;
+	}
+	return true;
+}
+
+/* The text one leg runs, and for a split INSERT the parameters it keeps. */
+static bool build_leg(fanout_t *f, fan_leg_t *leg, const unit_route_t *u, const char *sql,
+		      char *why, size_t whylen)
+{
+	char *own = NULL;
+	int *param_map = NULL;
+	int n_mapped = 0;
+	const char *text = f->plan ? merge_plan_shard_sql(f->plan) : sql;
+	if (u->route.row_shard) {
+		int max = u->params.n > 0 ? u->params.n : 1;
+		param_map = malloc(sizeof(int) * (size_t)max);
+		if (!param_map)
+			return false;
+		own = rewrite_insert_rows(sql, u->route.row_shard, u->route.n_rows, leg->shard,
+					  param_map, max, &n_mapped, why, whylen);
+		if (!own) {
+			free(param_map);
+			return false;
+		}
+		text = own;
+	}
+	bool ok = true;
+	if (f->write) {
+		proto_put_query(&leg->msgs, "BEGIN");
+		leg->preamble_z = 1;
+	}
+	if (u->extended)
+		ok = put_extended(&leg->msgs, text, u->types, u->types_len, u,
+				  u->route.row_shard ? param_map : NULL, n_mapped, f->plan);
+	else
+		ok = proto_put_query(&leg->msgs, text);
+	free(own);
+	free(param_map);
+	return ok;
+}
+
+/* ---- answering the client ---- */
+
+static void put_client(fanout_t *f, uint8_t type, const void *body, size_t len)
+{
+	proto_put_message(&f->client->out, type, body, len);
+}
+
+/* The answers to the client's messages before its Execute (or Query):
+ * ParseComplete, BindComplete, descriptions. desc is a RowDescription
+ * message (whole) or NULL for NoData. */
+static void emit_header(fanout_t *f, const uint8_t *desc, size_t desc_len)
+{
+	if (f->header_sent)
+		return;
+	f->header_sent = true;
+	buf_t *out = &f->client->out;
+	for (int i = 0; i < f->n_client_msgs; i++) {
+		switch (f->client_msgs[i]) {
+		case 'P':
+			proto_put_empty(out, '1');
+			break;
+		case 'B':
+			proto_put_empty(out, '2');
+			break;
+		case 'D':
+			if (f->client_describe[i] == 'S') {
+				/* Parameter types as the client stated them (or none). */
+				static const uint8_t none[2] = {0, 0};
+				put_client(f, 't', none, 2);
+			}
+			if (desc)
+				buf_append(out, desc, desc_len);
+			else
+				proto_put_empty(out, 'n');
+			break;
+		case 'Q':
+			if (desc)
+				buf_append(out, desc, desc_len);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static void merged_header(fanout_t *f)
+{
+	size_t len;
+	const uint8_t *body = merger_client_row_description(f->merger, &len);
+	if (!body)
+		return;
+	buf_t msg = {0};
+	proto_put_message(&msg, 'T', body, len);
+	emit_header(f, buf_head(&msg), buf_avail(&msg));
+	buf_free(&msg);
+}
+
+static void set_error(fanout_t *f, const char *sqlstate, const char *message)
+{
+	if (f->error_set)
+		return;
+	f->error_set = true;
+	proto_put_error(&f->error, "ERROR", sqlstate, message);
+}
+
+/* Rows the merge can give now go to the client. */
+static void pump(fanout_t *f)
+{
+	if (!f->merger || f->error_set)
+		return;
+	bool all_described = true;
+	for (int i = 0; i < f->n_legs; i++)
+		all_described = all_described && (f->legs[i].described || f->legs[i].failed);
+	if (!all_described)
+		return;
+	if (!f->header_sent)
+		merged_header(f);
+	size_t len;
+	const uint8_t *row;
+	while ((row = merger_next_row(f->merger, &len)))
+		put_client(f, 'D', row, len);
+	if (merger_limit_reached(f->merger)) {
+		for (int i = 0; i < f->n_legs; i++) {
+			fan_leg_t *leg = &f->legs[i];
+			if (leg->running && !leg->cancelled && leg->server) {
+				leg->cancelled = true;
+				server_send_cancel(leg->server);
+			}
+		}
+	}
+	/* Backpressure: read a leg again once the merge has taken its rows. */
+	for (int i = 0; i < f->n_legs; i++) {
+		fan_leg_t *leg = &f->legs[i];
+		if (leg->paused && leg->server &&
+		    merger_buffered(f->merger, i) < FANOUT_BUFFERED_ROWS / 2 &&
+		    buf_avail(&f->client->out) < IO_HIGH_WATER) {
+			leg->paused = false;
+			io_resume_read(leg->server->ev_read, &leg->server->read_paused);
+		}
+	}
+}
+
+/* Extracts the row count of a command tag ("UPDATE 3", "INSERT 0 3"). */
+static void note_tag(fanout_t *f, const uint8_t *msg, size_t len)
+{
+	char tag[64];
+	size_t n = len - 5 < sizeof(tag) - 1 ? len - 5 : sizeof(tag) - 1;
+	memcpy(tag, msg + 5, n);
+	tag[n] = '\0';
+	char *space = strrchr(tag, ' ');
+	if (!f->verb[0]) {
+		char *first = strchr(tag, ' ');
+		size_t vlen = first ? (size_t)(first - tag) : strlen(tag);
+		if (vlen >= sizeof(f->verb))
+			vlen = sizeof(f->verb) - 1;
+		memcpy(f->verb, tag, vlen);
+		f->verb[vlen] = '\0';
+	}
+	if (space)
+		f->rows += strtoull(space + 1, NULL, 10);
+}
+
+static int leg_index(const fanout_t *f, const server_t *s)
+{
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].server == s)
+			return i;
+	return -1;
+}
+
+/* Pipeline: a leg's answer goes to the client message it is owed for. */
+static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const uint8_t *msg,
+			     size_t len)
+{
+	if (type == 'Z') {
+		if (len >= 6)
+			leg->tx_status = (char)msg[5];
+		leg->server->tx_status = leg->tx_status;
+		if (leg->preamble_z > 0) {
+			leg->preamble_z--;
+		} else if (leg->finishing) {
+			leg->finishing = false;
+		} else {
+			leg->running = false;
+			if (leg->owed_head < leg->n_owed)
+				leg->owed_head = leg->n_owed; /* the Sync */
+		}
+		return true;
+	}
+	if (leg->preamble_z > 0 || leg->finishing || !leg->running) {
+		if (type == 'E' && !f->error_set) {
+			f->error_set = true;
+			buf_append(&f->error, msg, len);
+		}
+		return true;
+	}
+	if (type == 'N' || type == 'A' || type == 'S') {
+		if (type != 'S')
+			buf_append(&f->client->out, msg, len);
+		return true;
+	}
+	if (leg->owed_head >= leg->n_owed)
+		return true;
+	struct owed *o = &leg->owed[leg->owed_head];
+	fan_msg_t *m = &f->msgs[o->idx];
+	bool terminal = false;
+	if (type == 'E') {
+		buf_append(&m->out, msg, len);
+		m->complete = true;
+		if (f->error_idx < 0 || o->idx < f->error_idx)
+			f->error_idx = o->idx;
+		leg->failed = true;
+		/* The server skips to the Sync; so do its owed answers. */
+		while (leg->owed_head < leg->n_owed && leg->owed[leg->owed_head].kind != OWE_SYNC)
+			leg->owed_head++;
+		return true;
+	}
+	switch (o->kind) {
+	case OWE_DROP_PARSE:
+		terminal = type == '1';
+		break;
+	case OWE_BIND:
+		terminal = type == '2';
+		break;
+	case OWE_DESCRIBE:
+		terminal = type == 'T' || type == 'n';
+		break;
+	case OWE_EXECUTE:
+		terminal = type == 'C' || type == 'I' || type == 's';
+		break;
+	default:
+		break;
+	}
+	if (o->kind != OWE_DROP_PARSE)
+		buf_append(&m->out, msg, len);
+	if (terminal) {
+		if (o->kind != OWE_DROP_PARSE)
+			m->complete = true;
+		leg->owed_head++;
+	}
+	return true;
+}
+
+/* Pipeline: the answers the client can have now, in the order of its messages. */
+static void pipeline_emit(fanout_t *f)
+{
+	buf_t *out = &f->client->out;
+	while (f->next_emit < f->n_msgs) {
+		fan_msg_t *m = &f->msgs[f->next_emit];
+		if (f->error_idx >= 0 && f->next_emit > f->error_idx)
+			return; /* skipped up to the Sync, answered at the end */
+		if (m->type == 'S')
+			return; /* ReadyForQuery once every leg is done */
+		if (m->leg == -1) {
+			if (m->type == 'P')
+				proto_put_empty(out, '1');
+			else if (m->type == 'C')
+				proto_put_empty(out, '3');
+			f->next_emit++;
+			continue;
+		}
+		if (buf_avail(&m->out)) {
+			buf_append(out, buf_head(&m->out), buf_avail(&m->out));
+			buf_free(&m->out);
+		}
+		if (!m->complete)
+			return;
+		f->next_emit++;
+	}
+}
+
+bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t len)
+{
+	fanout_t *f = s->fan;
+	int i = leg_index(f, s);
+	if (i < 0)
+		return true;
+	fan_leg_t *leg = &f->legs[i];
+	char err[256];
+	if (f->pipeline)
+		return pipeline_message(f, leg, type, msg, len);
+
+	if (type == 'Z') {
+		if (len >= 6)
+			leg->tx_status = (char)msg[5];
+		s->tx_status = leg->tx_status;
+		if (leg->preamble_z > 0) {
+			leg->preamble_z--;
+			return true;
+		}
+		leg->running = false;
+		leg->finishing = false;
+		if (f->merger && !leg->cancelled)
+			merger_source_done(f->merger, i);
+		return true;
+	}
+	if (type == 'E') {
+		bool fatal = false;
+		/* Severity FATAL or PANIC: the server is going away. */
+		for (size_t p = 5; p + 1 < len && msg[p]; p += strlen((const char *)msg + p + 1) + 2)
+			if (msg[p] == 'V' && (strcmp((const char *)msg + p + 1, "FATAL") == 0 ||
+					      strcmp((const char *)msg + p + 1, "PANIC") == 0))
+				fatal = true;
+		if (leg->cancelled)
+			return !fatal; /* the cancel we sent after the LIMIT */
+		leg->failed = true;
+		if (!f->error_set) {
+			f->error_set = true;
+			buf_append(&f->error, msg, len);
+		}
+		return !fatal;
+	}
+	if (leg->preamble_z > 0)
+		return true; /* BEGIN's CommandComplete */
+	if (leg->finishing) {
+		/* After COMMIT: where the write ended in this shard's WAL. */
+		proto_reader_t r;
+		uint16_t n;
+		int32_t vlen;
+		const uint8_t *value;
+		char text[64];
+		uint64_t lsn;
+		proto_reader_init(&r, msg + 5, len - 5);
+		if (type == 'D' && proto_read_u16(&r, &n) && n == 1 && proto_read_i32(&r, &vlen) &&
+		    vlen > 0 && vlen < (int32_t)sizeof(text) &&
+		    proto_read_bytes(&r, (size_t)vlen, &value)) {
+			memcpy(text, value, (size_t)vlen);
+			text[vlen] = '\0';
+			if (health_parse_lsn(text, &lsn))
+				client_note_write_lsn(f->client, leg->shard, lsn);
+		}
+		return true;
+	}
+	switch (type) {
+	case 'N':
+	case 'A':
+		buf_append(&f->client->out, msg, len);
+		return true;
+	case '1':
+		leg->got_parse = true;
+		return true;
+	case '2':
+		leg->got_bind = true;
+		return true;
+	case 'n':
+		leg->described = true;
+		return true;
+	case 'T':
+		leg->described = true;
+		if (f->merger) {
+			if (!merger_row_description(f->merger, i, msg + 5, len - 5, err,
+						    sizeof(err)))
+				set_error(f, "0A000", err);
+		} else if (buf_avail(&f->row_desc) == 0) {
+			buf_append(&f->row_desc, msg, len);
+		}
+		return true;
+	case 'D':
+		if (leg->cancelled || f->error_set)
+			return true;
+		if (f->merger) {
+			if (!merger_push_row(f->merger, i, msg + 5, len - 5, err, sizeof(err))) {
+				set_error(f, "0A000", err);
+				return true;
+			}
+			if (merger_buffered(f->merger, i) >= FANOUT_BUFFERED_ROWS && !leg->paused) {
+				leg->paused = true;
+				io_pause_read(s->ev_read, &s->read_paused);
+			}
+			return true;
+		}
+		/* A split INSERT's RETURNING rows go back in VALUES order. */
+		if (f->row_leg) {
+			buf_append(&leg->returned, msg, len);
+			return true;
+		}
+		/* A write's RETURNING rows, after its description. */
+		if (!f->header_sent)
+			emit_header(f, buf_head(&f->row_desc), buf_avail(&f->row_desc));
+		buf_append(&f->client->out, msg, len);
+		return true;
+	case 'C':
+		if (!leg->finishing)
+			note_tag(f, msg, len);
+		return true;
+	default: /* 't', 's', 'I', 'S': nothing for the client */
+		return true;
+	}
+}
+
+/* ---- the legs' lifecycle ---- */
+
+static bool all_idle(const fanout_t *f)
+{
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].running || f->legs[i].finishing || f->legs[i].preamble_z > 0)
+			return false;
+	return true;
+}
+
+/* Sends every leg its messages. */
+static void launch(fanout_t *f)
+{
+	for (int i = 0; i < f->n_legs; i++) {
+		fan_leg_t *leg = &f->legs[i];
+		relay_set_stmt(leg->server->worker, &leg->server->unnamed, NULL);
+		buf_append(&leg->server->out, buf_head(&leg->msgs), buf_avail(&leg->msgs));
+		buf_free(&leg->msgs);
+		leg->running = true;
+		server_flush(leg->server);
+	}
+}
+
+/* Takes the server the pool linked to the client as the next leg. */
+static void take_server(fanout_t *f)
+{
+	client_t *c = f->client;
+	fan_leg_t *leg = &f->legs[f->n_acquired++];
+	server_t *s = c->server;
+	c->server = NULL;
+	leg->server = s;
+	s->fan = f;
+	s->client = c;
+	relay_prepare_link(s, c); /* its answers are swallowed before ours */
+}
+
+static void acquire_next(fanout_t *f)
+{
+	client_t *c = f->client;
+	while (f->n_acquired < f->n_legs) {
+		fan_leg_t *leg = &f->legs[f->n_acquired];
+		c->pool = leg->pool;
+		if (!pool_acquire(leg->pool, c))
+			return; /* client_on_linked -> fanout_on_linked, or a pool error */
+		c->state = CLIENT_ACTIVE;
+		take_server(f);
+	}
+	c->state = CLIENT_ACTIVE;
+	launch(f);
+}
+
+static void stream_linked(fanout_t *f);
+
+void fanout_on_linked(client_t *c)
+{
+	fanout_t *f = c->fan;
+	c->state = CLIENT_ACTIVE;
+	if (f->pipeline) {
+		stream_linked(f);
+		return;
+	}
+	take_server(f);
+	acquire_next(f);
+	client_flush(c);
+}
+
+/* Gives a leg's server back (or closes it when it is not clean). */
+static void release_leg(fan_leg_t *leg)
+{
+	server_t *s = leg->server;
+	if (!s)
+		return;
+	leg->server = NULL;
+	s->fan = NULL;
+	s->client = NULL;
+	if (leg->paused)
+		io_resume_read(s->ev_read, &s->read_paused);
+	if (s->state == SERVER_ACTIVE && s->tx_status == 'I' && s->pending_count == 0 &&
+	    !leg->running && !leg->finishing && buf_avail(&s->out) == 0)
+		pool_release(s);
+	else
+		server_close(s, "fan-out leg not clean");
+}
+
+static void free_fanout(fanout_t *f)
+{
+	for (int i = 0; i < f->n_legs; i++) {
+		buf_free(&f->legs[i].msgs);
+		buf_free(&f->legs[i].returned);
+		free(f->legs[i].owed);
+	}
+	for (int i = 0; i < f->n_msgs; i++)
+		buf_free(&f->msgs[i].out);
+	free(f->msgs);
+	free(f->row_leg);
+	merger_free(f->merger);
+	merge_plan_free(f->plan);
+	buf_free(&f->error);
+	buf_free(&f->row_desc);
+	free(f);
+}
+
+/* The next DataRow a leg returned, NULL when it has no more. */
+static const uint8_t *next_returned(fan_leg_t *leg, size_t *len)
+{
+	size_t avail = buf_avail(&leg->returned);
+	if (leg->returned_pos + 5 > avail)
+		return NULL;
+	const uint8_t *msg = buf_head(&leg->returned) + leg->returned_pos;
+	*len = 1 + (size_t)buf_get_u32(msg + 1);
+	leg->returned_pos += *len;
+	return msg;
+}
+
+/* A split INSERT's RETURNING rows in the order of its VALUES rows: row i
+ * is the next one from the leg that inserted it. (ON CONFLICT DO NOTHING
+ * may return fewer: what is left follows in leg order.) */
+static void emit_returned(fanout_t *f)
+{
+	buf_t *out = &f->client->out;
+	size_t len;
+	const uint8_t *msg;
+	for (int i = 0; i < f->n_rows; i++) {
+		int l = f->row_leg[i];
+		if (l >= 0 && (msg = next_returned(&f->legs[l], &len)))
+			buf_append(out, msg, len);
+	}
+	for (int l = 0; l < f->n_legs; l++)
+		while ((msg = next_returned(&f->legs[l], &len)))
+			buf_append(out, msg, len);
+}
+
+/* The statement ran on every leg: commit or roll back a write, then answer. */
+static void finish(fanout_t *f)
+{
+	client_t *c = f->client;
+	if (f->pipeline && f->error_idx >= 0 && !f->error_set)
+		f->error_set = true; /* a statement failed: roll every leg back */
+	if (f->write && !f->finishing) {
+		f->finishing = true;
+		const config_t *cfg = c->worker->config;
+		bool sent = false;
+		for (int i = 0; i < f->n_legs; i++) {
+			fan_leg_t *leg = &f->legs[i];
+			if (!leg->server || leg->tx_status == 'I')
+				continue;
+			/* COMMIT, and where it ended in the WAL (read_your_writes). */
+			bool lsn = !f->error_set && cfg->routing.read_your_writes &&
+				   cfg->shards[leg->shard].n_replicas > 0;
+			proto_put_query(&leg->server->out,
+					f->error_set ? "ROLLBACK"
+					: lsn ? "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()"
+					      : "COMMIT");
+			leg->finishing = true;
+			sent = true;
+			server_flush(leg->server);
+		}
+		if (sent)
+			return; /* answered when every leg is idle again */
+	}
+	f->done = true;
+	if (f->pipeline) {
+		pipeline_emit(f);
+		bool shown = f->error_idx >= 0 && f->error_idx < f->n_msgs &&
+			     f->msgs[f->error_idx].complete;
+		if (!shown && buf_avail(&f->error))
+			buf_append(&c->out, buf_head(&f->error), buf_avail(&f->error));
+		goto ready;
+	}
+	if (f->error_set) {
+		/* What PostgreSQL would have acknowledged before the failure. */
+		if (!f->header_sent) {
+			bool parsed = false, bound = false;
+			for (int i = 0; i < f->n_legs; i++) {
+				parsed = parsed || f->legs[i].got_parse;
+				bound = bound || f->legs[i].got_bind;
+			}
+			for (int i = 0; i < f->n_client_msgs; i++) {
+				if (f->client_msgs[i] == 'P' && parsed)
+					proto_put_empty(&c->out, '1');
+				if (f->client_msgs[i] == 'B' && bound)
+					proto_put_empty(&c->out, '2');
+			}
+		}
+		buf_append(&c->out, buf_head(&f->error), buf_avail(&f->error));
+	} else {
+		if (f->merger) {
+			pump(f);
+			if (!f->header_sent)
+				merged_header(f);
+			size_t len;
+			const uint8_t *row;
+			while ((row = merger_next_row(f->merger, &len)))
+				put_client(f, 'D', row, len);
+		}
+		if (!f->header_sent)
+			emit_header(f, buf_avail(&f->row_desc) ? buf_head(&f->row_desc) : NULL,
+				    buf_avail(&f->row_desc));
+		if (f->row_leg)
+			emit_returned(f);
+		char tag[64];
+		if (f->merger)
+			snprintf(tag, sizeof(tag), "SELECT %llu",
+				 (unsigned long long)merger_rows_out(f->merger));
+		else if (strcmp(f->verb, "INSERT") == 0)
+			snprintf(tag, sizeof(tag), "INSERT 0 %llu", (unsigned long long)f->rows);
+		else if (f->verb[0])
+			snprintf(tag, sizeof(tag), "%s %llu", f->verb, (unsigned long long)f->rows);
+		else
+			snprintf(tag, sizeof(tag), "SELECT 0");
+		put_client(f, 'C', tag, strlen(tag) + 1);
+	}
+ready:
+	proto_put_ready(&c->out, 'I');
+	for (int i = 0; i < f->n_legs; i++)
+		release_leg(&f->legs[i]);
+	c->fan = NULL;
+	c->state = CLIENT_IDLE;
+	log_debug("fanout_done", "\"client\":%llu,\"legs\":%d,\"error\":%s",
+		  (unsigned long long)c->id, f->n_legs, f->error_set ? "true" : "false");
+	bool go_on = !f->no_continue;
+	free_fanout(f);
+	client_flush(c);
+	if (go_on)
+		client_process_input(c);
+}
+
+void fanout_after_batch(server_t *s)
+{
+	fanout_t *f = s->fan;
+	client_t *c = f->client;
+	if (f->pipeline)
+		pipeline_emit(f);
+	pump(f);
+	if (f->pipeline && !f->synced)
+		client_flush(c);
+	else if (f->n_acquired == f->n_legs && all_idle(f))
+		finish(f);
+	else
+		client_flush(c);
+}
+
+void fanout_on_leg_closed(server_t *s)
+{
+	fanout_t *f = s->fan;
+	int i = leg_index(f, s);
+	s->fan = NULL;
+	s->client = NULL;
+	if (i < 0)
+		return;
+	fan_leg_t *leg = &f->legs[i];
+	leg->server = NULL;
+	leg->lost = true;
+	bool was_busy = leg->running || leg->finishing || leg->preamble_z > 0;
+	leg->running = leg->finishing = false;
+	leg->preamble_z = 0;
+	if (f->merger && !leg->cancelled)
+		merger_source_done(f->merger, i);
+	if (was_busy && !leg->cancelled) {
+		char text[200];
+		snprintf(text, sizeof(text), "connection to shard %s lost during the statement",
+			 s->worker->config->shards[leg->shard].name);
+		set_error(f, "08006", text);
+	}
+	if (f->n_acquired == f->n_legs && all_idle(f) && !f->done && (!f->pipeline || f->synced))
+		finish(f);
+}
+
+void fanout_on_pool_error(client_t *c, const char *sqlstate, const char *message)
+{
+	fanout_t *f = c->fan;
+	set_error(f, sqlstate, message);
+	if (f->pipeline) {
+		/* Nothing more of the unit runs: its messages up to the Sync
+		 * are dropped, and the legs roll back. */
+		f->n_legs = f->n_acquired;
+		f->acquiring = -1;
+		f->error_idx = f->error_idx < 0 ? f->n_msgs : f->error_idx;
+		c->state = CLIENT_ACTIVE;
+		f->stream_failed = true;
+		client_process_input(c);
+		return;
+	}
+	/* The legs not acquired never ran. */
+	f->n_legs = f->n_acquired;
+	c->state = CLIENT_ACTIVE;
+	if (all_idle(f))
+		finish(f);
+}
+
+void fanout_abort(client_t *c)
+{
+	fanout_t *f = c->fan;
+	c->fan = NULL;
+	for (int i = 0; i < f->n_acquired; i++) {
+		fan_leg_t *leg = &f->legs[i];
+		if (leg->server)
+			release_leg(leg);
+	}
+	free_fanout(f);
+}
+
+void fanout_cancel(client_t *c)
+{
+	fanout_t *f = c->fan;
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].server && f->legs[i].running)
+			server_send_cancel(f->legs[i].server);
+}
+
+void fanout_resume(client_t *c)
+{
+	if (c->fan)
+		pump(c->fan);
+}
+
+/* ---- starting ---- */
+
+bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_t *u,
+		  char *why, size_t whylen)
+{
+	worker_t *w = c->worker;
+	const config_t *cfg = w->config;
+	int n = u->route.n_shards;
+	fanout_t *f = calloc(1, sizeof(*f) + sizeof(fan_leg_t) * (size_t)n);
+	if (!f) {
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	f->client = c;
+	f->write = !u->route.merge;
+	f->extended = u->extended;
+	f->n_legs = n;
+	char *sql = strndup(u->text, u->text_len);
+	if (!sql) {
+		free(f);
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	bool ok = note_client_unit(f, c, unit, unit_len, why, whylen);
+	if (ok && u->route.merge) {
+		f->plan = merge_plan_build(sql, why, whylen);
+		if (!f->plan)
+			ok = false;
+		else
+		{
+			int lengths[u->params.n + 1], formats[u->params.n + 1];
+			for (int i = 0; i < u->params.n; i++) {
+				lengths[i] = u->params.lengths[i];
+				formats[i] = u->params.formats[i];
+			}
+			f->merger = merger_new(f->plan, n, u->params.n,
+					       (const char *const *)u->params.values, lengths, formats,
+					       why, whylen);
+		}
+		if (ok && !f->merger)
+			ok = false;
+	}
+	const health_snapshot_t *snap = health_acquire();
+	int k = 0;
+	for (int s = shardset_first(&u->route.shards); ok && s >= 0;
+	     s = shardset_next(&u->route.shards, s)) {
+		fan_leg_t *leg = &f->legs[k++];
+		leg->shard = s;
+		leg->tx_status = 'I';
+		route_class_t cls;
+		route_class_init(&cls);
+		cls.read = u->route.merge && u->replica_ok;
+		if (!cls.read)
+			route_class_unknown(&cls, "write over several shards");
+		route_target_t t;
+		if (route_choose(cfg, snap, &cls, s, cfg->routing.read_your_writes ? client_write_lsn(c, s) : 0,
+				 &w->balance, NULL, NULL, &t) != ROUTE_OK) {
+			snprintf(why, whylen, "shard %s has no primary available", cfg->shards[s].name);
+			ok = false;
+			break;
+		}
+		if (t.verify_lsn)
+			t.node = 0; /* the primary has every write */
+		leg->pool = pool_get(w, s, t.node, c->login_pool->user, c->login_pool->database);
+		if (!leg->pool || !build_leg(f, leg, u, sql, why, whylen))
+			ok = false;
+	}
+	health_release(snap);
+	free(sql);
+	if (ok && u->route.row_shard) {
+		f->row_leg = malloc(sizeof(int) * (size_t)(u->route.n_rows ? u->route.n_rows : 1));
+		if (!f->row_leg) {
+			ok = false;
+		} else {
+			f->n_rows = u->route.n_rows;
+			for (int i = 0; i < f->n_rows; i++) {
+				f->row_leg[i] = -1;
+				for (int l = 0; l < f->n_legs; l++)
+					if (f->legs[l].shard == u->route.row_shard[i])
+						f->row_leg[i] = l;
+			}
+		}
+	}
+	if (!ok) {
+		free_fanout(f);
+		return false;
+	}
+	if (f->write && u->route.merge == false && cfg->routing.read_your_writes)
+		c->unit_writes = false; /* the WAL positions of several shards: not tracked */
+	log_debug("fanout", "\"client\":%llu,\"legs\":%d,\"write\":%s,\"reason\":\"%s\"",
+		  (unsigned long long)c->id, n, f->write ? "true" : "false", u->route.message);
+	c->fan = f;
+	acquire_next(f);
+	return true;
+}
+
+/* ---- pipelines, streamed ---- */
+
+/*
+ * Extended-protocol messages through a Sync whose statements may need
+ * several shards, run as they arrive (a client may wait for answers
+ * before it sends its Sync, as PostgreSQL streams them): each Bind is
+ * routed by its statement and parameters to one shard; each shard's leg
+ * runs its statements in order inside one transaction (BEGIN when the leg
+ * is taken), and at the Sync every leg commits when every statement
+ * succeeded and rolls back otherwise, as the pipeline's implicit
+ * transaction would. The client gets its answers in the order of its
+ * messages. A Bind that needs several shards fails the pipeline (0A000).
+ */
+
+static bool owe(fan_leg_t *leg, int idx, uint8_t kind)
+{
+	if (leg->n_owed % 64 == 0) {
+		struct owed *o = realloc(leg->owed, sizeof(*o) * (size_t)(leg->n_owed + 64));
+		if (!o)
+			return false;
+		leg->owed = o;
+	}
+	leg->owed[leg->n_owed++] = (struct owed){idx, kind};
+	return true;
+}
+
+/* The leg after the pool linked its server: BEGIN, then the statements. */
+static void stream_linked(fanout_t *f)
+{
+	client_t *c = f->client;
+	fan_leg_t *leg = &f->legs[f->acquiring];
+	server_t *s = c->server;
+	c->server = NULL;
+	leg->server = s;
+	s->fan = f;
+	s->client = c;
+	relay_prepare_link(s, c);
+	relay_set_stmt(s->worker, &s->unnamed, NULL);
+	proto_put_query(&s->out, "BEGIN");
+	leg->preamble_z = 1;
+	leg->running = true;
+	f->n_acquired++;
+	f->acquiring = -1;
+	client_process_input(c); /* the rest of the pipeline */
+}
+
+/*
+ * The leg of a shard, taken from its pool when new. Returns its index, -1
+ * while its server is being waited for (the message waits too), -2 when
+ * it cannot be had.
+ */
+static int stream_leg(fanout_t *f, int shard)
+{
+	client_t *c = f->client;
+	worker_t *w = c->worker;
+	const config_t *cfg = w->config;
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].shard == shard)
+			return f->legs[i].server ? i : -1;
+	const health_snapshot_t *snap = health_acquire();
+	route_class_t cls;
+	route_class_unknown(&cls, "pipeline over several shards");
+	route_target_t t;
+	route_status_t rs = route_choose(cfg, snap, &cls, shard, 0, &w->balance, NULL, NULL, &t);
+	health_release(snap);
+	if (rs != ROUTE_OK) {
+		char text[200];
+		snprintf(text, sizeof(text), "shard %s has no primary available",
+			 cfg->shards[shard].name);
+		set_error(f, "08006", text);
+		return -2;
+	}
+	fan_leg_t *leg = &f->legs[f->n_legs];
+	leg->shard = shard;
+	leg->tx_status = 'I';
+	leg->pool = pool_get(w, shard, t.node, c->login_pool->user, c->login_pool->database);
+	if (!leg->pool) {
+		set_error(f, "53200", "out of memory");
+		return -2;
+	}
+	int i = f->n_legs++;
+	f->acquiring = i;
+	c->pool = leg->pool;
+	if (!pool_acquire(leg->pool, c))
+		return -1; /* fanout_on_linked, or fanout_on_pool_error */
+	c->state = CLIENT_ACTIVE;
+	fan_leg_t *l = &f->legs[i];
+	server_t *s = c->server;
+	c->server = NULL;
+	l->server = s;
+	s->fan = f;
+	s->client = c;
+	relay_prepare_link(s, c);
+	relay_set_stmt(s->worker, &s->unnamed, NULL);
+	proto_put_query(&s->out, "BEGIN");
+	l->preamble_z = 1;
+	l->running = true;
+	f->n_acquired++;
+	f->acquiring = -1;
+	return i;
+}
+
+/* Parse of a statement on a leg as its unnamed statement. */
+static bool put_leg_parse(buf_t *out, const stmt_t *st)
+{
+	size_t len = 4 + 1 + st->query_len + 1 + st->types_len;
+	if (!buf_reserve(out, len + 1))
+		return false;
+	buf_put_u8(out, 'P');
+	buf_put_u32(out, (uint32_t)len);
+	buf_put_u8(out, 0);
+	buf_put_bytes(out, st->query, st->query_len);
+	buf_put_u8(out, 0);
+	buf_put_bytes(out, st->types, st->types_len);
+	return true;
+}
+
+/* A client message answered with an error by the proxy (the pipeline fails there). */
+static void stream_refuse(fanout_t *f, int idx, const char *sqlstate, const char *message)
+{
+	fan_msg_t *m = &f->msgs[idx];
+	proto_put_error(&m->out, "ERROR", sqlstate, message);
+	m->complete = true;
+	m->leg = -2;
+	if (f->error_idx < 0 || idx < f->error_idx)
+		f->error_idx = idx;
+}
+
+/* Registers the client's Parse as its statement (relay_parse's bookkeeping). */
+static bool stream_parse(fanout_t *f, const uint8_t *body, size_t len, int idx)
+{
+	client_t *c = f->client;
+	proto_reader_t r;
+	const char *name, *query;
+	size_t name_len, query_len;
+	uint16_t n_types;
+	proto_reader_init(&r, body, len);
+	if (!proto_read_cstr(&r, &name, &name_len) || !proto_read_cstr(&r, &query, &query_len) ||
+	    !proto_read_u16(&r, &n_types) || proto_reader_left(&r) != (size_t)n_types * 4)
+		return false;
+	stmt_t *st = stmt_intern(c->worker, query, query_len, body + r.pos - 2,
+				 2 + (size_t)n_types * 4);
+	if (!st)
+		return false;
+	if (name_len == 0) {
+		relay_set_stmt(c->worker, &c->unnamed, st);
+		stmt_unref(c->worker, st);
+		return true;
+	}
+	stmt_t *old = hashmap_get(&c->stmts, name, name_len);
+	if (old) {
+		stmt_unref(c->worker, st);
+		char text[160];
+		snprintf(text, sizeof(text), "prepared statement \"%s\" already exists", name);
+		stream_refuse(f, idx, "42P05", text);
+		return true;
+	}
+	if (!hashmap_put(&c->stmts, name, name_len, st)) {
+		stmt_unref(c->worker, st);
+		return false;
+	}
+	return true;
+}
+
+/* Routes one Bind; returns the shard, or -1 after answering it with an error. */
+static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int idx)
+{
+	client_t *c = f->client;
+	const config_t *cfg = c->worker->config;
+	unit_route_t ur;
+	route_class_t cls;
+	proto_reader_t r;
+	const char *name;
+	size_t name_len;
+	proto_reader_init(&r, msg + 5, total - 5);
+	proto_read_cstr(&r, NULL, NULL);
+	proto_read_cstr(&r, &name, &name_len);
+	stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+	if (!st) {
+		char text[160];
+		snprintf(text, sizeof(text), "prepared statement \"%s\" does not exist", name);
+		stream_refuse(f, idx, "26000", text);
+		return -1;
+	}
+	client_classify_stmt(c, st, &cls);
+	int shard = cfg->default_shard;
+	if (cls.hint_shard >= 0) {
+		shard = cls.hint_shard;
+	} else if (cls.configured_tables) {
+		sharding_route_message(c, 'B', msg, total, &cls, &ur);
+		if (ur.kind == UNIT_ROUTE_SHARD) {
+			shard = ur.shard;
+		} else if (ur.kind == UNIT_ROUTE_REFUSE) {
+			stream_refuse(f, idx, ur.sqlstate, ur.message);
+			shard = -1;
+		} else if (ur.kind != UNIT_ROUTE_DEFAULT) {
+			stream_refuse(f, idx, "0A000",
+				      "a statement over several shards inside a pipeline of several "
+				      "statements is not supported; send a Sync after it");
+			shard = -1;
+		}
+		unit_route_free(&ur);
+	}
+	return shard;
+}
+
+/* Takes the client's next pipeline message; false: wait (for more input or a leg). */
+static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t total)
+{
+	client_t *c = f->client;
+	if (f->n_msgs == f->cap_msgs) {
+		int cap = f->cap_msgs ? f->cap_msgs * 2 : 64;
+		fan_msg_t *m = realloc(f->msgs, sizeof(*m) * (size_t)cap);
+		if (!m) {
+			client_fatal(c, "53200", "out of memory");
+			return false;
+		}
+		memset(m + f->cap_msgs, 0, sizeof(*m) * (size_t)(cap - f->cap_msgs));
+		f->msgs = m;
+		f->cap_msgs = cap;
+	}
+	int idx = f->n_msgs;
+	fan_msg_t *m = &f->msgs[idx];
+	const uint8_t *body = msg + 5;
+	size_t body_len = total - 5;
+	bool skipping = f->error_idx >= 0 || f->stream_failed;
+	if (type == 'S') {
+		m->type = 'S';
+		m->leg = -1;
+		f->n_msgs++;
+		f->synced = true;
+		static const uint8_t sync[] = {'S', 0, 0, 0, 4};
+		for (int i = 0; i < f->n_legs; i++) {
+			fan_leg_t *leg = &f->legs[i];
+			if (!leg->server)
+				continue;
+			buf_append(&leg->server->out, sync, sizeof(sync));
+			owe(leg, idx, OWE_SYNC);
+		}
+		return false;
+	}
+	if (skipping) {
+		/* After an error, PostgreSQL ignores everything up to the Sync. */
+		m->type = type;
+		m->leg = -3;
+		f->n_msgs++;
+		return true;
+	}
+	switch (type) {
+	case 'P':
+		m->type = 'P';
+		m->leg = -1;
+		if (!stream_parse(f, body, body_len, idx)) {
+			client_fatal(c, "08P01", "invalid Parse message");
+			return false;
+		}
+		break;
+	case 'H': {
+		m->type = 'H';
+		m->leg = -1;
+		static const uint8_t flush[] = {'H', 0, 0, 0, 4};
+		for (int i = 0; i < f->n_legs; i++)
+			if (f->legs[i].server)
+				buf_append(&f->legs[i].server->out, flush, sizeof(flush));
+		break;
+	}
+	case 'C': {
+		proto_reader_t r;
+		uint8_t what = 0;
+		const char *name;
+		size_t name_len;
+		proto_reader_init(&r, body, body_len);
+		m->type = 'C';
+		m->leg = -1;
+		if (proto_read_u8(&r, &what) && proto_read_cstr(&r, &name, &name_len) && what == 'S') {
+			stmt_t *st = name_len ? hashmap_remove(&c->stmts, name, name_len) : NULL;
+			if (st)
+				stmt_unref(c->worker, st);
+		}
+		break;
+	}
+	case 'B': {
+		int shard = stream_route_bind(f, msg, total, idx);
+		m->type = 'B';
+		if (shard < 0) {
+			f->n_msgs++;
+			return true;
+		}
+		int l = stream_leg(f, shard);
+		if (l == -1)
+			return false; /* this Bind again once the leg is linked */
+		if (l == -2) {
+			stream_refuse(f, idx, "08006", "a shard of the pipeline is not available");
+			f->n_msgs++;
+			return true;
+		}
+		proto_reader_t r;
+		const char *name;
+		size_t name_len;
+		proto_reader_init(&r, body, body_len);
+		proto_read_cstr(&r, NULL, NULL);
+		proto_read_cstr(&r, &name, &name_len);
+		size_t names = r.pos;
+		stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+		fan_leg_t *leg = &f->legs[l];
+		buf_t *out = &leg->server->out;
+		m->leg = l;
+		f->last_leg = l;
+		if (!put_leg_parse(out, st) || !owe(leg, idx, OWE_DROP_PARSE) ||
+		    !buf_reserve(out, 7 + body_len - names)) {
+			client_fatal(c, "53200", "out of memory");
+			return false;
+		}
+		buf_put_u8(out, 'B');
+		buf_put_u32(out, (uint32_t)(4 + 2 + body_len - names));
+		buf_put_u8(out, 0);
+		buf_put_u8(out, 0);
+		buf_put_bytes(out, body + names, body_len - names);
+		owe(leg, idx, OWE_BIND);
+		break;
+	}
+	case 'D': {
+		proto_reader_t r;
+		uint8_t what = 0;
+		const char *name;
+		size_t name_len;
+		proto_reader_init(&r, body, body_len);
+		if (!proto_read_u8(&r, &what) || !proto_read_cstr(&r, &name, &name_len)) {
+			client_fatal(c, "08P01", "invalid Describe message");
+			return false;
+		}
+		m->type = 'D';
+		int l = f->last_leg;
+		if (what == 'S') {
+			stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+			if (!st) {
+				char text[160];
+				snprintf(text, sizeof(text), "prepared statement \"%s\" does not exist",
+					 name);
+				stream_refuse(f, idx, "26000", text);
+				break;
+			}
+			if (l < 0) {
+				l = stream_leg(f, c->worker->config->default_shard);
+				if (l == -1)
+					return false;
+				if (l == -2) {
+					stream_refuse(f, idx, "08006", "the default shard is not available");
+					break;
+				}
+			}
+			static const uint8_t d[] = {'D', 0, 0, 0, 6, 'S', 0};
+			put_leg_parse(&f->legs[l].server->out, st);
+			owe(&f->legs[l], idx, OWE_DROP_PARSE);
+			buf_append(&f->legs[l].server->out, d, sizeof(d));
+		} else {
+			if (l < 0) {
+				stream_refuse(f, idx, "34000", "portal does not exist");
+				break;
+			}
+			static const uint8_t d[] = {'D', 0, 0, 0, 6, 'P', 0};
+			buf_append(&f->legs[l].server->out, d, sizeof(d));
+		}
+		m->leg = l;
+		owe(&f->legs[l], idx, OWE_DESCRIBE);
+		break;
+	}
+	case 'E': {
+		m->type = 'E';
+		int l = f->last_leg;
+		if (l < 0) {
+			stream_refuse(f, idx, "34000", "portal does not exist");
+			break;
+		}
+		uint32_t max_rows = 0;
+		proto_reader_t r;
+		proto_reader_init(&r, body, body_len);
+		proto_read_cstr(&r, NULL, NULL);
+		proto_read_u32(&r, &max_rows);
+		uint8_t e[10] = {'E', 0, 0, 0, 9, 0};
+		buf_set_u32(e + 6, max_rows);
+		buf_append(&f->legs[l].server->out, e, sizeof(e));
+		m->leg = l;
+		owe(&f->legs[l], idx, OWE_EXECUTE);
+		break;
+	}
+	default: {
+		char text[96];
+		snprintf(text, sizeof(text), "invalid frontend message type %d", type);
+		client_fatal(c, "08P01", text);
+		return false;
+	}
+	}
+	f->n_msgs++;
+	return true;
+}
+
+bool fanout_wants_input(const client_t *c)
+{
+	const fanout_t *f = c->fan;
+	return f->pipeline && !f->synced && f->acquiring < 0;
+}
+
+size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
+{
+	fanout_t *f = c->fan;
+	const config_t *cfg = c->worker->config;
+	size_t pos = 0;
+	while (pos < len && c->fan == f && fanout_wants_input(c) && c->state != CLIENT_CLOSED) {
+		uint8_t type;
+		size_t total;
+		frame_status_t st =
+		    proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total);
+		if (st == FRAME_NEED_MORE)
+			break;
+		if (st != FRAME_OK) {
+			client_fatal(c, "08P01", "invalid message length");
+			return pos;
+		}
+		if (type == 'X') {
+			client_close(c, "client terminated");
+			return pos + total;
+		}
+		if (!stream_message(f, type, data + pos, total)) {
+			if (f->synced)
+				pos += total;
+			break;
+		}
+		pos += total;
+	}
+	if (c->state == CLIENT_CLOSED || c->fan != f)
+		return pos;
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].server)
+			server_flush(f->legs[i].server);
+	pipeline_emit(f);
+	if (f->synced && f->n_acquired == f->n_legs && all_idle(f)) {
+		f->no_continue = true; /* the caller goes on with the input */
+		finish(f);
+	} else {
+		client_flush(c);
+	}
+	return pos;
+}
+
+bool fanout_start_stream(client_t *c)
+{
+	fanout_t *f = calloc(1, sizeof(*f) + sizeof(fan_leg_t) * (size_t)c->worker->config->n_shards);
+	if (!f)
+		return false;
+	f->client = c;
+	f->write = true;
+	f->extended = true;
+	f->pipeline = true;
+	f->error_idx = -1;
+	f->acquiring = -1;
+	f->last_leg = -1;
+	c->fan = f;
+	c->state = CLIENT_ACTIVE;
+	log_debug("fanout_pipeline", "\"client\":%llu", (unsigned long long)c->id);
+	return true;
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/demo-load.sh: loads the demo schema into the cluster that tests/cluster.sh runs:
-# sql/directory.sql into the s0 primary, sql/demo.sql into every primary (s0, s1 and the
+# sql/directory.sql and sql/two_phase.sql into the s0 primary, sql/demo.sql into every primary (s0, s1 and the
 # spare s2). Both files are idempotent, so loading again is harmless.
 #
 #   tests/demo-load.sh [--base-port N]   (env CLUSTER_BASE_PORT; default 55432)
@@ -56,6 +56,7 @@ load() { # load PORT FILE
 }
 
 load "$base" "$SQL/directory.sql"
+load "$base" "$SQL/two_phase.sql"
 for port in "$base" $((base + 3)) $((base + 4)); do
 	load "$port" "$SQL/demo.sql"
 done

@@ -24,6 +24,7 @@
 #include "route/hash.h"
 #include "route/route.h"
 #include "route/shard.h"
+#include "route/twophase.h"
 
 static void usage(FILE *out)
 {
@@ -140,6 +141,12 @@ static int serve(const options_t *opt)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (config->routing.two_phase_commit) {
+		/* Transactions a previous run prepared and did not finish. */
+		int n = twophase_recover(config);
+		log_info("twophase_recovery", "\"finished\":%d,\"complete\":%s", n < 0 ? 0 : n,
+			 n < 0 ? "false" : "true");
+	}
 	if (!health_start(config, err, sizeof(err))) {
 		fprintf(stderr, "shardgate: %s\n", err);
 		return 1;

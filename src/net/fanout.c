@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "health/health.h"
@@ -38,6 +39,9 @@
 #include "pool/pool.h"
 #include "proto/proto.h"
 #include "route/rewrite.h"
+#include "route/twophase.h"
+
+enum { PHASE_RUN, PHASE_PREPARE, PHASE_COMMIT_PREPARED, PHASE_END };
 
 #define FANOUT_BUFFERED_ROWS 4096 /* a leg's rows waiting in the merge: stop reading it */
 #define FANOUT_MAX_CLIENT_MSGS 32
@@ -49,7 +53,9 @@ typedef struct {
 	buf_t msgs;        /* what this leg is sent */
 	int preamble_z;    /* ReadyForQuery of BEGIN still to come */
 	bool running;      /* its statement was sent, its ReadyForQuery not seen */
-	bool finishing;    /* COMMIT or ROLLBACK sent */
+	int finishing;     /* ReadyForQuery owed for COMMIT, PREPARE, ... */
+	bool prepared;     /* PREPARE TRANSACTION sent (two-phase commit) */
+	bool finish_failed; /* the last of those failed (a PREPARE that did not) */
 	bool described;    /* its RowDescription (or NoData) arrived */
 	bool failed;
 	bool cancelled;    /* stopped after the LIMIT was met */
@@ -83,7 +89,8 @@ struct fanout {
 	bool extended;
 	bool header_sent;
 	bool error_set;
-	bool finishing;
+	int phase;       /* writes: PHASE_* */
+	char gid[TWOPHASE_GID_MAX]; /* two-phase commit: the prepared transactions' prefix */
 	bool done;
 	uint8_t client_msgs[FANOUT_MAX_CLIENT_MSGS]; /* the types of the client's messages */
 	uint8_t client_describe[FANOUT_MAX_CLIENT_MSGS]; /* 'S' or 'P' for each Describe */
@@ -473,6 +480,25 @@ static int leg_index(const fanout_t *f, const server_t *s)
 	return -1;
 }
 
+/* After COMMIT: where the write ended in this shard's WAL (read_your_writes). */
+static void note_commit_lsn(fanout_t *f, fan_leg_t *leg, const uint8_t *msg, size_t len)
+{
+	proto_reader_t r;
+	uint16_t n;
+	int32_t vlen;
+	const uint8_t *value;
+	char text[64];
+	uint64_t lsn;
+	proto_reader_init(&r, msg + 5, len - 5);
+	if (proto_read_u16(&r, &n) && n == 1 && proto_read_i32(&r, &vlen) && vlen > 0 &&
+	    vlen < (int32_t)sizeof(text) && proto_read_bytes(&r, (size_t)vlen, &value)) {
+		memcpy(text, value, (size_t)vlen);
+		text[vlen] = '\0';
+		if (health_parse_lsn(text, &lsn))
+			client_note_write_lsn(f->client, leg->shard, lsn);
+	}
+}
+
 /* Pipeline: a leg's answer goes to the client message it is owed for. */
 static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const uint8_t *msg,
 			     size_t len)
@@ -483,8 +509,8 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 		leg->server->tx_status = leg->tx_status;
 		if (leg->preamble_z > 0) {
 			leg->preamble_z--;
-		} else if (leg->finishing) {
-			leg->finishing = false;
+		} else if (leg->finishing > 0) {
+			leg->finishing--;
 		} else {
 			leg->running = false;
 			if (leg->owed_head < leg->n_owed)
@@ -492,11 +518,15 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 		}
 		return true;
 	}
-	if (leg->preamble_z > 0 || leg->finishing || !leg->running) {
+	if (leg->preamble_z > 0 || leg->finishing > 0 || !leg->running) {
+		if (type == 'E' && leg->finishing > 0)
+			leg->finish_failed = true;
 		if (type == 'E' && !f->error_set) {
 			f->error_set = true;
 			buf_append(&f->error, msg, len);
 		}
+		if (type == 'D' && leg->finishing > 0)
+			note_commit_lsn(f, leg, msg, len);
 		return true;
 	}
 	if (type == 'N' || type == 'A' || type == 'S') {
@@ -593,8 +623,11 @@ bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t
 			leg->preamble_z--;
 			return true;
 		}
+		if (leg->finishing > 0) {
+			leg->finishing--;
+			return true;
+		}
 		leg->running = false;
-		leg->finishing = false;
 		if (f->merger && !leg->cancelled)
 			merger_source_done(f->merger, i);
 		return true;
@@ -608,6 +641,8 @@ bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t
 				fatal = true;
 		if (leg->cancelled)
 			return !fatal; /* the cancel we sent after the LIMIT */
+		if (leg->finishing > 0)
+			leg->finish_failed = true;
 		leg->failed = true;
 		if (!f->error_set) {
 			f->error_set = true;
@@ -617,23 +652,9 @@ bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t
 	}
 	if (leg->preamble_z > 0)
 		return true; /* BEGIN's CommandComplete */
-	if (leg->finishing) {
-		/* After COMMIT: where the write ended in this shard's WAL. */
-		proto_reader_t r;
-		uint16_t n;
-		int32_t vlen;
-		const uint8_t *value;
-		char text[64];
-		uint64_t lsn;
-		proto_reader_init(&r, msg + 5, len - 5);
-		if (type == 'D' && proto_read_u16(&r, &n) && n == 1 && proto_read_i32(&r, &vlen) &&
-		    vlen > 0 && vlen < (int32_t)sizeof(text) &&
-		    proto_read_bytes(&r, (size_t)vlen, &value)) {
-			memcpy(text, value, (size_t)vlen);
-			text[vlen] = '\0';
-			if (health_parse_lsn(text, &lsn))
-				client_note_write_lsn(f->client, leg->shard, lsn);
-		}
+	if (leg->finishing > 0) {
+		if (type == 'D')
+			note_commit_lsn(f, leg, msg, len);
 		return true;
 	}
 	switch (type) {
@@ -825,34 +846,131 @@ static void emit_returned(fanout_t *f)
 			buf_append(out, msg, len);
 }
 
+/* Sends sql to a leg, owing `answers` ReadyForQuery. */
+static void leg_send(fan_leg_t *leg, const char *sql, int answers)
+{
+	proto_put_query(&leg->server->out, sql);
+	leg->finishing += answers;
+	leg->finish_failed = false;
+	server_flush(leg->server);
+}
+
+/* SHARDGATE_FAILPOINT=before_decision | after_decision: the proxy exits
+ * there (tests of two-phase commit recovery). */
+static void failpoint(const char *name)
+{
+	const char *fp = getenv("SHARDGATE_FAILPOINT");
+	if (fp && strcmp(fp, name) == 0) {
+		log_warning("failpoint", "\"name\":\"%s\"", name);
+		_exit(70);
+	}
+}
+
+/*
+ * Ends a write's transactions on the legs, one step per call (each call
+ * comes when every leg is idle again). Without two-phase commit: COMMIT
+ * everywhere when every statement succeeded, else ROLLBACK. With it, over
+ * several shards: PREPARE TRANSACTION everywhere; when all prepared, the
+ * decision is recorded on the default shard, then COMMIT PREPARED
+ * everywhere; when one did not prepare, ROLLBACK PREPARED the others.
+ * Returns true when something was sent (wait), false when done.
+ */
+static bool end_transactions(fanout_t *f)
+{
+	client_t *c = f->client;
+	const config_t *cfg = c->worker->config;
+	char sql[TWOPHASE_GID_MAX + 64];
+	bool sent = false;
+	int open_legs = 0;
+	for (int i = 0; i < f->n_legs; i++)
+		open_legs += f->legs[i].server && f->legs[i].tx_status != 'I';
+	switch (f->phase) {
+	case PHASE_RUN:
+		if (!f->error_set && cfg->routing.two_phase_commit && open_legs > 1) {
+			twophase_new_gid(f->gid, sizeof(f->gid));
+			for (int i = 0; i < f->n_legs; i++) {
+				fan_leg_t *leg = &f->legs[i];
+				if (!leg->server || leg->tx_status == 'I')
+					continue;
+				snprintf(sql, sizeof(sql), "PREPARE TRANSACTION '%s_%d'", f->gid, leg->shard);
+				leg_send(leg, sql, 1);
+				leg->prepared = true;
+				sent = true;
+			}
+			f->phase = PHASE_PREPARE;
+			return sent;
+		}
+		for (int i = 0; i < f->n_legs; i++) {
+			fan_leg_t *leg = &f->legs[i];
+			if (!leg->server || leg->tx_status == 'I')
+				continue;
+			bool lsn = !f->error_set && cfg->routing.read_your_writes &&
+				   cfg->shards[leg->shard].n_replicas > 0;
+			leg_send(leg,
+				 f->error_set ? "ROLLBACK"
+				 : lsn	      ? "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()"
+					      : "COMMIT",
+				 1);
+			sent = true;
+		}
+		f->phase = PHASE_END;
+		return sent;
+	case PHASE_PREPARE: {
+		int shards[CONFIG_MAX_SHARDS], n = 0;
+		for (int i = 0; i < f->n_legs; i++) {
+			fan_leg_t *leg = &f->legs[i];
+			if (leg->prepared && (leg->finish_failed || !leg->server))
+				leg->prepared = false; /* PREPARE failed: nothing left there */
+			if (leg->prepared)
+				shards[n++] = leg->shard;
+		}
+		char err[320] = "";
+		bool commit = !f->error_set;
+		if (commit) {
+			failpoint("before_decision");
+			commit = twophase_record(cfg, c->login_pool->database, f->gid, shards, n, err,
+						 sizeof(err));
+			if (!commit)
+				set_error(f, "08006", err);
+			else
+				failpoint("after_decision");
+		}
+		for (int i = 0; i < f->n_legs; i++) {
+			fan_leg_t *leg = &f->legs[i];
+			if (!leg->prepared || !leg->server)
+				continue;
+			snprintf(sql, sizeof(sql), "%s PREPARED '%s_%d'", commit ? "COMMIT" : "ROLLBACK",
+				 f->gid, leg->shard);
+			leg_send(leg, sql, 1);
+			if (commit && cfg->routing.read_your_writes &&
+			    cfg->shards[leg->shard].n_replicas > 0)
+				leg_send(leg, "SELECT pg_catalog.pg_current_wal_insert_lsn()", 1);
+			sent = true;
+		}
+		f->phase = commit ? PHASE_COMMIT_PREPARED : PHASE_END;
+		log_debug("twophase", "\"client\":%llu,\"gid\":\"%s\",\"decision\":\"%s\"",
+			  (unsigned long long)c->id, f->gid, commit ? "commit" : "rollback");
+		return sent;
+	}
+	case PHASE_COMMIT_PREPARED:
+		/* Every shard committed (a shard that failed to is finished by
+		 * recovery at the next start, from the recorded decision). */
+		twophase_forget(cfg, c->login_pool->database, f->gid);
+		f->phase = PHASE_END;
+		return false;
+	default:
+		return false;
+	}
+}
+
 /* The statement ran on every leg: commit or roll back a write, then answer. */
 static void finish(fanout_t *f)
 {
 	client_t *c = f->client;
 	if (f->pipeline && f->error_idx >= 0 && !f->error_set)
 		f->error_set = true; /* a statement failed: roll every leg back */
-	if (f->write && !f->finishing) {
-		f->finishing = true;
-		const config_t *cfg = c->worker->config;
-		bool sent = false;
-		for (int i = 0; i < f->n_legs; i++) {
-			fan_leg_t *leg = &f->legs[i];
-			if (!leg->server || leg->tx_status == 'I')
-				continue;
-			/* COMMIT, and where it ended in the WAL (read_your_writes). */
-			bool lsn = !f->error_set && cfg->routing.read_your_writes &&
-				   cfg->shards[leg->shard].n_replicas > 0;
-			proto_put_query(&leg->server->out,
-					f->error_set ? "ROLLBACK"
-					: lsn ? "COMMIT; SELECT pg_catalog.pg_current_wal_insert_lsn()"
-					      : "COMMIT");
-			leg->finishing = true;
-			sent = true;
-			server_flush(leg->server);
-		}
-		if (sent)
-			return; /* answered when every leg is idle again */
-	}
+	if (f->write && end_transactions(f))
+		return; /* answered when every leg is idle again */
 	f->done = true;
 	if (f->pipeline) {
 		pipeline_emit(f);
@@ -946,8 +1064,9 @@ void fanout_on_leg_closed(server_t *s)
 	fan_leg_t *leg = &f->legs[i];
 	leg->server = NULL;
 	leg->lost = true;
-	bool was_busy = leg->running || leg->finishing || leg->preamble_z > 0;
-	leg->running = leg->finishing = false;
+	bool was_busy = leg->running || leg->finishing > 0 || leg->preamble_z > 0;
+	leg->running = false;
+	leg->finishing = 0;
 	leg->preamble_z = 0;
 	if (f->merger && !leg->cancelled)
 		merger_source_done(f->merger, i);

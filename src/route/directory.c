@@ -3,7 +3,6 @@
  */
 #include "route/directory.h"
 
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 
 #include "core/hashmap.h"
 #include "core/log.h"
+#include "route/pgconn.h"
 
 typedef struct entry {
 	struct entry *prev, *next; /* LRU, most recent first */
@@ -27,10 +27,6 @@ static hashmap_t map;
 static bool map_ready;
 static entry_t *lru_head, *lru_tail;
 static atomic_uint round_robin;
-
-static __thread PGconn *thread_conn;
-static __thread int thread_conn_shard = -1;
-static __thread char thread_conn_database[CONFIG_NAME_MAX + 1];
 
 static int64_t now_ms(void)
 {
@@ -151,53 +147,7 @@ void directory_clear(void)
 
 void directory_thread_done(void)
 {
-	if (thread_conn)
-		PQfinish(thread_conn);
-	thread_conn = NULL;
-	thread_conn_shard = -1;
-}
-
-/* The calling thread's connection to the directory shard's primary. */
-static PGconn *connection(const config_t *config, const char *database, int shard, char *err,
-			  size_t errlen)
-{
-	if (thread_conn && (thread_conn_shard != shard || PQstatus(thread_conn) != CONNECTION_OK ||
-			    strcmp(thread_conn_database, database) != 0))
-		directory_thread_done();
-	if (thread_conn)
-		return thread_conn;
-	const cfg_shard_t *s = &config->shards[shard];
-	char port[16], timeout[16], options[64];
-	snprintf(port, sizeof(port), "%d", s->primary.address.port);
-	snprintf(timeout, sizeof(timeout), "%lld",
-		 (long long)((config->timeouts.connect_ms + 999) / 1000));
-	snprintf(options, sizeof(options), "-c statement_timeout=%lld",
-		 (long long)(config->timeouts.query_ms > 0 ? config->timeouts.query_ms : 30000));
-	const char *keys[] = {"host",    "port",	    "user",    "password",
-			      "dbname",  "connect_timeout", "options", "application_name",
-			      NULL};
-	const char *values[] = {s->primary.address.host,
-				port,
-				config->backend.user[0] ? config->backend.user : "postgres",
-				config->backend.password ? config->backend.password : "",
-				database,
-				timeout,
-				options,
-				"shardgate directory",
-				NULL};
-	PGconn *conn = PQconnectdbParams(keys, values, 0);
-	if (PQstatus(conn) != CONNECTION_OK) {
-		snprintf(err, errlen, "directory shard %s: %s", s->name, PQerrorMessage(conn));
-		size_t n = strlen(err);
-		while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
-			err[--n] = '\0';
-		PQfinish(conn);
-		return NULL;
-	}
-	thread_conn = conn;
-	thread_conn_shard = shard;
-	snprintf(thread_conn_database, sizeof(thread_conn_database), "%s", database);
-	return conn;
+	pgconn_thread_done();
 }
 
 /* The shard a new key gets by the table's policy; -1 on failure. */
@@ -241,7 +191,7 @@ int directory_fetch(const config_t *config, const char *database, int table, con
 		    size_t len, bool assign, char *err, size_t errlen)
 {
 	const cfg_table_t *t = &config->tables[table];
-	PGconn *conn = connection(config, database, t->directory_shard, err, errlen);
+	PGconn *conn = pgconn_get(config, t->directory_shard, database, err, errlen);
 	if (!conn)
 		return -2;
 	char *text = strndup(key, len);
@@ -260,7 +210,7 @@ int directory_fetch(const config_t *config, const char *database, int table, con
 			snprintf(err, errlen, "directory: %s", PQresultErrorMessage(res));
 			PQclear(res);
 			free(text);
-			directory_thread_done();
+			pgconn_discard(conn);
 			return -2;
 		}
 		if (PQntuples(res) == 1) {

@@ -834,6 +834,11 @@ void client_classify_stmt(client_t *c, stmt_t *st, route_class_t *out)
 	classify_stmt(c, st, out);
 }
 
+void client_classify_text(client_t *c, const char *sql, size_t len, route_class_t *out)
+{
+	classify_text(c, sql, len, out);
+}
+
 #define UNIT_MAX_PARSES 16
 
 /*
@@ -956,6 +961,7 @@ static pool_t *route_unit(client_t *c, route_class_t cls, int shard, route_statu
 	const config_t *cfg = w->config;
 	*status = ROUTE_OK;
 	c->unit_writes = false;
+	c->txn_wrote = c->deferred_begin && !cls.read;
 	if (cfg->pool.mode == POOL_SESSION) {
 		c->target = (route_target_t){cfg->default_shard, 0, false, false, "session pooling"};
 		return c->login_pool;
@@ -1282,6 +1288,32 @@ static bool may_need_shards(client_t *c, const uint8_t *data, size_t len)
 }
 
 /*
+ * At the start of a unit inside a transaction (its server on one shard):
+ * whether the unit needs another shard. A unit that stays is marked
+ * checked (no per-message check); one that writes marks the transaction.
+ */
+static bool transaction_moves(client_t *c, const uint8_t *data, size_t len)
+{
+	size_t unit_len;
+	route_class_t cls;
+	classify_unit(c, data, len, &cls, &unit_len);
+	if (unit_len == 0)
+		return false; /* incomplete: checked message by message */
+	if (!cls.read)
+		c->txn_wrote = true;
+	if (!cls.configured_tables || cls.hint_shard >= 0)
+		return false;
+	unit_route_t ur;
+	sharding_route_unit(c, data, unit_len, &cls, &ur);
+	bool moves = (ur.kind == UNIT_ROUTE_SHARD && ur.shard != c->server->pool->shard) ||
+		     ur.kind == UNIT_ROUTE_PIPELINE;
+	if (ur.kind == UNIT_ROUTE_SHARD && !moves)
+		c->unit_checked = true;
+	unit_route_free(&ur);
+	return moves;
+}
+
+/*
  * Session pooling passes statements through under the client's names; the
  * shard check of a Bind still needs their texts, kept here.
  */
@@ -1553,6 +1585,8 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				break;
 			}
 			c->state = CLIENT_ACTIVE;
+			/* The unit was routed whole: its messages need no check. */
+			c->unit_checked = unit_len > 0;
 			if (!start_unit(c))
 				break;
 		}
@@ -1570,6 +1604,19 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				server_flush(c->server);
 				break;
 			}
+		}
+		if (c->server && !c->unit_checked && !c->refusing && !c->pinned &&
+		    (type == 'Q' || type == 'P' || type == 'B') && sharding_active(cfg) &&
+		    cfg->n_shards > 1 && cfg->pool.mode == POOL_TRANSACTION &&
+		    c->server->pending_count == 0 && c->server->tx_status == 'T' &&
+		    c->server->pool->node == 0 && transaction_moves(c, data + pos, len - pos)) {
+			/* The transaction needs another shard too: it goes on
+			 * over several (fanout.c), this server its first leg. */
+			if (!fanout_start_txn(c, c->txn_wrote)) {
+				client_fatal(c, "53200", "out of memory");
+				return pos;
+			}
+			continue;
 		}
 		if (cfg->pool.mode == POOL_SESSION && sharding_active(cfg) && !c->refusing)
 			track_session_stmt(c, type, msg, total);

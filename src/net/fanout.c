@@ -55,6 +55,7 @@ typedef struct {
 	bool running;      /* its statement was sent, its ReadyForQuery not seen */
 	int finishing;     /* ReadyForQuery owed for COMMIT, PREPARE, ... */
 	bool prepared;     /* PREPARE TRANSACTION sent (two-phase commit) */
+	bool wrote;        /* a write ran on it (transaction fan-out) */
 	bool finish_failed; /* the last of those failed (a PREPARE that did not) */
 	bool described;    /* its RowDescription (or NoData) arrived */
 	bool failed;
@@ -73,7 +74,7 @@ typedef struct {
 	int n_owed, owed_head;
 } fan_leg_t;
 
-enum { OWE_DROP_PARSE, OWE_BIND, OWE_DESCRIBE, OWE_EXECUTE, OWE_SYNC };
+enum { OWE_DROP_PARSE, OWE_BIND, OWE_DESCRIBE, OWE_EXECUTE, OWE_SYNC, OWE_QUERY };
 
 /* Pipeline: the answer owed to one client message. */
 typedef struct {
@@ -106,6 +107,16 @@ struct fanout {
 	bool synced;     /* pipeline: the client's Sync was passed on */
 	bool stream_failed; /* pipeline: a leg could not be had: drop to the Sync */
 	bool no_continue;   /* finished inside the client's own input loop */
+	/* A client transaction over several shards (fanout_start_txn): it
+	 * lasts until COMMIT or ROLLBACK; each unit ends with the client's
+	 * ReadyForQuery once every leg it used has answered. */
+	bool txn;
+	bool aborted;       /* a statement failed: only COMMIT/ROLLBACK now */
+	bool ending;        /* COMMIT or ROLLBACK under way */
+	bool rollback;      /* the end is a ROLLBACK (or COMMIT of a failed one) */
+	int unit_owed;      /* ReadyForQuery the legs still owe for this unit */
+	bool unit_done;     /* the unit was answered: take the next one */
+	bool end_extended;  /* the end came as Parse/Bind/Execute of COMMIT or ROLLBACK */
 	int acquiring;   /* pipeline: the leg waiting for a server, -1 */
 	int last_leg;    /* pipeline: the leg of the last Bind */
 	fan_msg_t *msgs; /* pipeline: per client message */
@@ -118,6 +129,11 @@ struct fanout {
 
 static void finish(fanout_t *f);
 static void pump(fanout_t *f);
+static bool txn_legs_quiet(const fanout_t *f);
+static void txn_end_step(fanout_t *f);
+static bool txn_query(fanout_t *f, const uint8_t *msg, size_t total);
+static bool txn_may_write(fanout_t *f, int shard, int idx);
+static bool txn_end_bind(fanout_t *f, const uint8_t *msg, size_t total);
 
 /* ---- building what each leg is sent ---- */
 
@@ -511,6 +527,17 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 			leg->preamble_z--;
 		} else if (leg->finishing > 0) {
 			leg->finishing--;
+		} else if (f->txn) {
+			/* The end of a Query or a Sync of this unit. */
+			if (leg->owed_head < leg->n_owed) {
+				struct owed *o = &leg->owed[leg->owed_head];
+				if (o->kind == OWE_QUERY)
+					f->msgs[o->idx].complete = true;
+				leg->owed_head = leg->n_owed;
+			}
+			if (leg->tx_status == 'E')
+				f->aborted = true;
+			f->unit_owed--;
 		} else {
 			leg->running = false;
 			if (leg->owed_head < leg->n_owed)
@@ -518,7 +545,7 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 		}
 		return true;
 	}
-	if (leg->preamble_z > 0 || leg->finishing > 0 || !leg->running) {
+	if (leg->preamble_z > 0 || leg->finishing > 0 || (!leg->running && !f->txn)) {
 		if (type == 'E' && leg->finishing > 0)
 			leg->finish_failed = true;
 		if (type == 'E' && !f->error_set) {
@@ -539,9 +566,19 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 	struct owed *o = &leg->owed[leg->owed_head];
 	fan_msg_t *m = &f->msgs[o->idx];
 	bool terminal = false;
+	if (o->kind == OWE_QUERY) {
+		/* A simple Query inside the transaction: everything up to its
+		 * ReadyForQuery (which the proxy sends itself). */
+		buf_append(&m->out, msg, len);
+		if (type == 'E')
+			f->aborted = true;
+		return true;
+	}
 	if (type == 'E') {
 		buf_append(&m->out, msg, len);
 		m->complete = true;
+		if (f->txn)
+			f->aborted = true;
 		if (f->error_idx < 0 || o->idx < f->error_idx)
 			f->error_idx = o->idx;
 		leg->failed = true;
@@ -576,14 +613,47 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 	return true;
 }
 
+/* Transaction fan-out: the unit was answered; the next starts afresh. */
+static void txn_next_unit(fanout_t *f)
+{
+	for (int i = 0; i < f->n_msgs; i++)
+		buf_free(&f->msgs[i].out);
+	memset(f->msgs, 0, sizeof(*f->msgs) * (size_t)f->cap_msgs);
+	f->n_msgs = 0;
+	f->next_emit = 0;
+	f->error_idx = -1;
+	f->synced = false;
+	f->unit_owed = 0;
+	f->last_leg = -1;
+	f->unit_done = true;
+	for (int i = 0; i < f->n_legs; i++)
+		f->legs[i].n_owed = f->legs[i].owed_head = 0;
+}
+
 /* Pipeline: the answers the client can have now, in the order of its messages. */
 static void pipeline_emit(fanout_t *f)
 {
 	buf_t *out = &f->client->out;
 	while (f->next_emit < f->n_msgs) {
 		fan_msg_t *m = &f->msgs[f->next_emit];
-		if (f->error_idx >= 0 && f->next_emit > f->error_idx)
-			return; /* skipped up to the Sync, answered at the end */
+		if (f->txn && (m->type == 'S' || (m->type == 'Q' && m->complete))) {
+			if (m->type == 'Q' && buf_avail(&m->out)) {
+				buf_append(out, buf_head(&m->out), buf_avail(&m->out));
+				buf_free(&m->out);
+			}
+			if (f->unit_owed > 0)
+				return;
+			/* The unit is answered: the client may send the next. */
+			proto_put_ready(out, f->aborted ? 'E' : 'T');
+			txn_next_unit(f);
+			return;
+		}
+		if (f->error_idx >= 0 && f->next_emit > f->error_idx) {
+			if (!f->txn)
+				return; /* skipped up to the Sync, answered at the end */
+			f->next_emit++; /* skipped up to the Sync, answered above */
+			continue;
+		}
 		if (m->type == 'S')
 			return; /* ReadyForQuery once every leg is done */
 		if (m->leg == -1) {
@@ -1024,7 +1094,9 @@ static void finish(fanout_t *f)
 		put_client(f, 'C', tag, strlen(tag) + 1);
 	}
 ready:
-	proto_put_ready(&c->out, 'I');
+	/* A read run before a deferred BEGIN reached any shard: the client's
+	 * transaction is still open. */
+	proto_put_ready(&c->out, c->deferred_begin ? 'T' : 'I');
 	for (int i = 0; i < f->n_legs; i++)
 		release_leg(&f->legs[i]);
 	c->fan = NULL;
@@ -1042,6 +1114,23 @@ void fanout_after_batch(server_t *s)
 {
 	fanout_t *f = s->fan;
 	client_t *c = f->client;
+	if (f->txn) {
+		if (f->ending) {
+			f->no_continue = false; /* a server event: go on with the input */
+			if (txn_legs_quiet(f))
+				txn_end_step(f);
+			else
+				client_flush(c);
+			return;
+		}
+		pipeline_emit(f);
+		client_flush(c);
+		if (f->unit_done) {
+			f->unit_done = false;
+			client_process_input(c);
+		}
+		return;
+	}
 	if (f->pipeline)
 		pipeline_emit(f);
 	pump(f);
@@ -1262,7 +1351,7 @@ static void stream_linked(fanout_t *f)
 	s->client = c;
 	relay_prepare_link(s, c);
 	relay_set_stmt(s->worker, &s->unnamed, NULL);
-	proto_put_query(&s->out, "BEGIN");
+	proto_put_query(&s->out, c->deferred_begin ? c->deferred_begin : "BEGIN");
 	leg->preamble_z = 1;
 	leg->running = true;
 	f->n_acquired++;
@@ -1318,7 +1407,7 @@ static int stream_leg(fanout_t *f, int shard)
 	s->client = c;
 	relay_prepare_link(s, c);
 	relay_set_stmt(s->worker, &s->unnamed, NULL);
-	proto_put_query(&s->out, "BEGIN");
+	proto_put_query(&s->out, c->deferred_begin ? c->deferred_begin : "BEGIN");
 	l->preamble_z = 1;
 	l->running = true;
 	f->n_acquired++;
@@ -1389,7 +1478,8 @@ static bool stream_parse(fanout_t *f, const uint8_t *body, size_t len, int idx)
 }
 
 /* Routes one Bind; returns the shard, or -1 after answering it with an error. */
-static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int idx)
+static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int idx,
+			     bool *writes)
 {
 	client_t *c = f->client;
 	const config_t *cfg = c->worker->config;
@@ -1409,6 +1499,7 @@ static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int 
 		return -1;
 	}
 	client_classify_stmt(c, st, &cls);
+	*writes = !cls.read;
 	int shard = cfg->default_shard;
 	if (cls.hint_shard >= 0) {
 		shard = cls.hint_shard;
@@ -1428,6 +1519,267 @@ static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int 
 		unit_route_free(&ur);
 	}
 	return shard;
+}
+
+/* ---- a client transaction over several shards ---- */
+
+/*
+ * Whether the transaction may write on shard (refusing the statement at
+ * client message idx when not): a second shard's first write needs
+ * two-phase commit, since only that can commit both or neither.
+ */
+static bool txn_may_write(fanout_t *f, int shard, int idx)
+{
+	const config_t *cfg = f->client->worker->config;
+	if (cfg->routing.two_phase_commit)
+		return true;
+	for (int i = 0; i < f->n_legs; i++) {
+		if (f->legs[i].shard == shard || !f->legs[i].wrote)
+			continue;
+		char text[320];
+		snprintf(text, sizeof(text),
+			 "this transaction already wrote on shard %s; a write on shard %s as well "
+			 "needs routing.two_phase_commit: true",
+			 cfg->shards[f->legs[i].shard].name, cfg->shards[shard].name);
+		stream_refuse(f, idx, "0A000", text);
+		return false;
+	}
+	return true;
+}
+
+/* Every leg answered what the end of the transaction sent it. */
+static bool txn_legs_quiet(const fanout_t *f)
+{
+	if (f->acquiring >= 0)
+		return false;
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].server && (f->legs[i].finishing > 0 || f->legs[i].preamble_z > 0))
+			return false;
+	return true;
+}
+
+/* COMMIT or ROLLBACK of the transaction, one step per call. */
+static void txn_end_step(fanout_t *f)
+{
+	client_t *c = f->client;
+	bool failed_before = f->error_set && !f->rollback;
+	if (!failed_before)
+		f->error_set = f->rollback;
+	if (end_transactions(f))
+		return; /* called again once every leg answered */
+	bool commit_failed = !f->rollback && buf_avail(&f->error) > 0;
+	const char *tag = f->rollback ? "ROLLBACK" : "COMMIT";
+	if (f->end_extended) {
+		/* Parse, Bind, Describe, Execute of COMMIT/ROLLBACK, answered
+		 * here (what the client was not answered yet). */
+		for (int i = f->next_emit; i < f->n_msgs; i++) {
+			switch (f->msgs[i].type) {
+			case 'P':
+				proto_put_empty(&c->out, '1');
+				break;
+			case 'B':
+				proto_put_empty(&c->out, '2');
+				break;
+			case 'D':
+				proto_put_empty(&c->out, 'n');
+				break;
+			case 'C':
+				proto_put_empty(&c->out, '3');
+				break;
+			case 'E':
+				if (commit_failed)
+					buf_append(&c->out, buf_head(&f->error), buf_avail(&f->error));
+				else
+					proto_put_message(&c->out, 'C', tag, strlen(tag) + 1);
+				break;
+			default:
+				break;
+			}
+		}
+	} else if (commit_failed) {
+		buf_append(&c->out, buf_head(&f->error), buf_avail(&f->error));
+	} else {
+		proto_put_message(&c->out, 'C', tag, strlen(tag) + 1);
+	}
+	proto_put_ready(&c->out, 'I');
+	for (int i = 0; i < f->n_legs; i++) {
+		f->legs[i].running = false;
+		release_leg(&f->legs[i]);
+	}
+	log_debug("fanout_txn_done", "\"client\":%llu,\"legs\":%d,\"outcome\":\"%s\"",
+		  (unsigned long long)c->id, f->n_legs,
+		  commit_failed ? "failed" : f->rollback ? "rollback" : "commit");
+	bool go_on = !f->no_continue;
+	c->fan = NULL;
+	c->state = CLIENT_IDLE;
+	client_end_transaction(c);
+	free_fanout(f);
+	client_flush(c);
+	if (go_on)
+		client_process_input(c);
+}
+
+/* A Bind of COMMIT or ROLLBACK inside the transaction: the end, answered
+ * at the Sync. Returns false for any other statement. */
+static bool txn_end_bind(fanout_t *f, const uint8_t *msg, size_t total)
+{
+	client_t *c = f->client;
+	proto_reader_t r;
+	const char *name;
+	size_t name_len;
+	proto_reader_init(&r, msg + 5, total - 5);
+	if (!proto_read_cstr(&r, NULL, NULL) || !proto_read_cstr(&r, &name, &name_len))
+		return false;
+	stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len) : c->unnamed;
+	if (!st)
+		return false;
+	route_class_t cls;
+	client_classify_stmt(c, st, &cls);
+	if (!cls.txn_end)
+		return false;
+	const analysis_t *a = analyzer_get(c->worker->analyzer, st->query, st->query_len);
+	if (!a || a->n_statement_records != 1 || a->statements[0].txn.chain)
+		return false;
+	bool commit = a->statements[0].txn.op == ANALYZE_TXN_COMMIT;
+	f->end_extended = true;
+	f->rollback = !commit || f->aborted;
+	return true;
+}
+
+/* A simple Query inside the transaction: on the shard its keys name. */
+static bool txn_query(fanout_t *f, const uint8_t *msg, size_t total)
+{
+	client_t *c = f->client;
+	worker_t *w = c->worker;
+	const config_t *cfg = w->config;
+	int idx = f->n_msgs;
+	fan_msg_t *m = &f->msgs[idx];
+	m->type = 'Q';
+	m->leg = -2;
+	proto_reader_t r;
+	const char *sql;
+	size_t sql_len;
+	proto_reader_init(&r, msg + 5, total - 5);
+	if (!proto_read_cstr(&r, &sql, &sql_len)) {
+		client_fatal(c, "08P01", "invalid Query message");
+		return false;
+	}
+	route_class_t cls;
+	client_classify_text(c, sql, sql_len, &cls);
+	if (cls.txn_end) {
+		/* COMMIT, END, ROLLBACK, ABORT (a failed transaction rolls back). */
+		const analysis_t *a = analyzer_get(w->analyzer, sql, sql_len);
+		bool commit = a && a->n_statement_records == 1 &&
+			      a->statements[0].txn.op == ANALYZE_TXN_COMMIT && !a->statements[0].txn.chain;
+		bool chain = a && a->n_statement_records == 1 && a->statements[0].txn.chain;
+		if (!chain) {
+			f->n_msgs++;
+			f->synced = true;
+			f->ending = true;
+			f->rollback = !commit || f->aborted;
+			f->phase = PHASE_RUN;
+			return false; /* consumed; txn_end_step runs after the feed */
+		}
+	}
+	const char *refusal = NULL;
+	char text[320];
+	unit_route_t ur;
+	int shard = cfg->default_shard;
+	const analysis_t *a = analyzer_get(w->analyzer, sql, sql_len);
+	if (f->aborted) {
+		proto_put_error(&m->out, "ERROR", "25P02",
+				"current transaction is aborted, commands ignored until end of "
+				"transaction block");
+		m->complete = true;
+	} else if (!a || (a->kind != ANALYZE_KIND_READ && a->kind != ANALYZE_KIND_WRITE)) {
+		refusal = "transaction control and session statements (SAVEPOINT, SET, PREPARE, "
+			  "...) are not supported in a transaction over several shards";
+	} else if (cls.hint_shard >= 0) {
+		shard = cls.hint_shard;
+	} else if (cls.configured_tables) {
+		sharding_route_message(c, 'Q', msg, total, &cls, &ur);
+		if (ur.kind == UNIT_ROUTE_SHARD) {
+			shard = ur.shard;
+		} else if (ur.kind == UNIT_ROUTE_REFUSE) {
+			snprintf(text, sizeof(text), "%s", ur.message);
+			refusal = text;
+		} else if (ur.kind != UNIT_ROUTE_DEFAULT) {
+			refusal = "a statement over several shards inside a transaction over several "
+				  "shards is not supported";
+		}
+		unit_route_free(&ur);
+	}
+	if (refusal) {
+		proto_put_error(&m->out, "ERROR", "0A000", refusal);
+		m->complete = true;
+	}
+	if (!m->complete && !cls.read && !txn_may_write(f, shard, idx))
+		m->complete = true;
+	if (m->complete) {
+		f->aborted = true;
+		f->n_msgs++;
+		f->synced = true;
+		return false;
+	}
+	int l = stream_leg(f, shard);
+	if (l == -1)
+		return false; /* the Query again once the leg is linked */
+	if (l == -2) {
+		proto_put_error(&m->out, "ERROR", "08006", "a shard of the transaction is not available");
+		m->complete = true;
+		f->aborted = true;
+		f->n_msgs++;
+		f->synced = true;
+		return false;
+	}
+	fan_leg_t *leg = &f->legs[l];
+	if (!cls.read)
+		leg->wrote = true;
+	m->leg = l;
+	relay_set_stmt(w, &leg->server->unnamed, NULL);
+	buf_append(&leg->server->out, msg, total);
+	owe(leg, idx, OWE_QUERY);
+	f->unit_owed++;
+	f->n_msgs++;
+	f->synced = true;
+	return false;
+}
+
+/*
+ * The client's transaction, so far on its server's shard, needs another
+ * shard: it goes on as a transaction fan-out whose first leg is that
+ * server. wrote: the transaction has written there.
+ */
+bool fanout_start_txn(client_t *c, bool wrote)
+{
+	const config_t *cfg = c->worker->config;
+	fanout_t *f = calloc(1, sizeof(*f) + sizeof(fan_leg_t) * (size_t)cfg->n_shards);
+	if (!f)
+		return false;
+	server_t *s = c->server;
+	f->client = c;
+	f->write = true;
+	f->extended = true;
+	f->pipeline = true;
+	f->txn = true;
+	f->error_idx = -1;
+	f->acquiring = -1;
+	f->last_leg = -1;
+	fan_leg_t *leg = &f->legs[0];
+	leg->shard = s->pool->shard;
+	leg->pool = s->pool;
+	leg->server = s;
+	leg->tx_status = s->tx_status;
+	leg->running = true;
+	leg->wrote = wrote;
+	f->n_legs = f->n_acquired = 1;
+	s->fan = f;
+	c->server = NULL;
+	c->fan = f;
+	c->state = CLIENT_ACTIVE;
+	log_debug("fanout_txn", "\"client\":%llu,\"first_shard\":%d", (unsigned long long)c->id,
+		  leg->shard);
+	return true;
 }
 
 /* Takes the client's next pipeline message; false: wait (for more input or a leg). */
@@ -1455,13 +1807,20 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		m->leg = -1;
 		f->n_msgs++;
 		f->synced = true;
+		if (f->end_extended) {
+			f->ending = true;
+			f->phase = PHASE_RUN;
+			return false;
+		}
 		static const uint8_t sync[] = {'S', 0, 0, 0, 4};
 		for (int i = 0; i < f->n_legs; i++) {
 			fan_leg_t *leg = &f->legs[i];
-			if (!leg->server)
+			/* In a transaction, only the legs this unit used. */
+			if (!leg->server || (f->txn && leg->n_owed == 0))
 				continue;
 			buf_append(&leg->server->out, sync, sizeof(sync));
 			owe(leg, idx, OWE_SYNC);
+			f->unit_owed++;
 		}
 		return false;
 	}
@@ -1473,6 +1832,12 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		return true;
 	}
 	switch (type) {
+	case 'Q':
+		if (!f->txn) {
+			client_fatal(c, "08P01", "simple Query inside an extended-protocol pipeline");
+			return false;
+		}
+		return txn_query(f, msg, total);
 	case 'P':
 		m->type = 'P';
 		m->leg = -1;
@@ -1506,13 +1871,31 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		break;
 	}
 	case 'B': {
-		int shard = stream_route_bind(f, msg, total, idx);
 		m->type = 'B';
+		if (f->txn && txn_end_bind(f, msg, total)) {
+			m->leg = -4; /* answered with the end of the transaction */
+			break;
+		}
+		if (f->txn && f->aborted) {
+			stream_refuse(f, idx, "25P02",
+				      "current transaction is aborted, commands ignored until end of "
+				      "transaction block");
+			f->n_msgs++;
+			return true;
+		}
+		bool writes = false;
+		int shard = stream_route_bind(f, msg, total, idx, &writes);
+		if (shard >= 0 && f->txn && writes && !txn_may_write(f, shard, idx))
+			shard = -1;
 		if (shard < 0) {
+			if (f->txn)
+				f->aborted = true;
 			f->n_msgs++;
 			return true;
 		}
 		int l = stream_leg(f, shard);
+		if (l >= 0 && writes)
+			f->legs[l].wrote = true;
 		if (l == -1)
 			return false; /* this Bind again once the leg is linked */
 		if (l == -2) {
@@ -1550,6 +1933,11 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		uint8_t what = 0;
 		const char *name;
 		size_t name_len;
+		if (f->end_extended) {
+			m->type = 'D';
+			m->leg = -4;
+			break;
+		}
 		proto_reader_init(&r, body, body_len);
 		if (!proto_read_u8(&r, &what) || !proto_read_cstr(&r, &name, &name_len)) {
 			client_fatal(c, "08P01", "invalid Describe message");
@@ -1593,6 +1981,10 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 	}
 	case 'E': {
 		m->type = 'E';
+		if (f->end_extended) {
+			m->leg = -4;
+			break;
+		}
 		int l = f->last_leg;
 		if (l < 0) {
 			stream_refuse(f, idx, "34000", "portal does not exist");
@@ -1624,7 +2016,7 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 bool fanout_wants_input(const client_t *c)
 {
 	const fanout_t *f = c->fan;
-	return f->pipeline && !f->synced && f->acquiring < 0;
+	return f->pipeline && !f->synced && f->acquiring < 0 && !f->ending;
 }
 
 size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
@@ -1648,7 +2040,7 @@ size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
 			return pos + total;
 		}
 		if (!stream_message(f, type, data + pos, total)) {
-			if (f->synced)
+			if (f->synced || f->ending)
 				pos += total;
 			break;
 		}
@@ -1660,9 +2052,13 @@ size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
 		if (f->legs[i].server)
 			server_flush(f->legs[i].server);
 	pipeline_emit(f);
-	if (f->synced && f->n_acquired == f->n_legs && all_idle(f)) {
+	f->unit_done = false; /* this loop goes on with the input */
+	if (!f->txn && f->synced && f->n_acquired == f->n_legs && all_idle(f)) {
 		f->no_continue = true; /* the caller goes on with the input */
 		finish(f);
+	} else if (f->txn && f->ending && txn_legs_quiet(f)) {
+		f->no_continue = true;
+		txn_end_step(f);
 	} else {
 		client_flush(c);
 	}

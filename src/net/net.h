@@ -212,6 +212,7 @@ struct client {
 	bool switching;        /* leaving the replica for the primary at a write */
 	fanout_t *fan;	       /* one statement running on several shards */
 	bool unit_checked;     /* the unit being relayed was routed by shard already */
+	bool txn_wrote;        /* the open transaction has written (on its shard) */
 	bool refusing;	       /* dropping the unit's messages through its Sync */
 	bool refusal_sent;     /* the refusal went to the server */
 	char refusal_state[6];
@@ -283,6 +284,7 @@ static inline uint64_t client_write_lsn(const client_t *c, int shard)
 void client_note_write_lsn(client_t *c, int shard, uint64_t lsn);
 /* The route class of a prepared statement (cached in it). */
 void client_classify_stmt(client_t *c, stmt_t *st, route_class_t *out);
+void client_classify_text(client_t *c, const char *sql, size_t len, route_class_t *out);
 
 /* Worker lifecycle (worker.c). */
 bool net_start(const config_t *config, char *err, size_t errlen);
@@ -375,6 +377,9 @@ bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_
 /* A pipeline whose statements may need several shards, run as it arrives:
  * start, then feed it the client's input while fanout_wants_input(). */
 bool fanout_start_stream(client_t *c);
+/* The client's transaction goes on over several shards (its server is the
+ * first leg); `wrote`: it has written there. */
+bool fanout_start_txn(client_t *c, bool wrote);
 bool fanout_wants_input(const client_t *c);
 size_t fanout_feed(client_t *c, const uint8_t *data, size_t len);
 bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t len);

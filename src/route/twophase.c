@@ -92,6 +92,9 @@ int twophase_recover(const config_t *config)
 {
 	int finished = 0;
 	bool trouble = false;
+	/* Decisions whose transactions this recovery committed: (database, gid). */
+	char (*forget)[2][TWOPHASE_GID_MAX * 2] = NULL;
+	int n_done = 0;
 	const char *listing_db = config->backend.database[0] ? config->backend.database : "postgres";
 	for (int s = 0; s < config->n_shards; s++) {
 		char err[256];
@@ -138,9 +141,22 @@ int twophase_recover(const config_t *config)
 				finished++;
 			else
 				trouble = true;
+			if (ok && d) {
+				void *grown = realloc(forget, sizeof(*forget) * (size_t)(n_done + 1));
+				if (grown) {
+					forget = grown;
+					snprintf(forget[n_done][0], sizeof(forget[n_done][0]), "%s", db);
+					snprintf(forget[n_done][1], sizeof(forget[n_done][1]), "%s", prefix);
+					n_done++;
+				}
+			}
 		}
 		PQclear(res);
 	}
+	/* Every shard was asked: a committed decision is needed no more. */
+	for (int i = 0; !trouble && i < n_done; i++)
+		twophase_forget(config, forget[i][0], forget[i][1]);
+	free(forget);
 	pgconn_thread_done();
 	return trouble ? -1 : finished;
 }

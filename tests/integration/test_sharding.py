@@ -425,10 +425,26 @@ def part_transactions():
         check_eq(c.execute("SELECT count(*) FROM sg_users WHERE id IN (%s, %s)",
                            (on1[0], on1[1])).fetchone()[0], 2, "reads inside the transaction")
         c.commit()
+        # Reads on a second shard inside a transaction (simple and extended).
+        c.execute("INSERT INTO sg_users (id, name) VALUES (%s, 'tx')", (on1[3],))
+        with shard_conn(0) as s0:
+            s0.execute("INSERT INTO sg_users (id, name) VALUES (%s, 'seen')", (on0[1],))
+        check_eq(c.execute("SELECT name FROM sg_users WHERE id = %s", (on0[1],)).fetchall(),
+                 [("seen",)], "a read on the second shard inside the transaction")
+        check_eq(simple(c, "SELECT name FROM sg_users WHERE id = %d" % on1[3]), [("tx",)],
+                 "the transaction's own write, after visiting another shard")
+        c.commit()
+        check_eq(sorted(placed("sg_users", "id").get(on1[3], [])), [1], "committed after the read")
+        # A second shard's first write needs two-phase commit.
         c.execute("INSERT INTO sg_users (id, name) VALUES (%s, 'tx')", (on1[2],))
         msg = expect_0a000(c, "INSERT INTO sg_users (id, name) VALUES (%s, 'tx')", (on0[0],),
-                           "second shard in a transaction")
-        check("shard" in msg, "a message naming the shards", msg)
+                           "second shard's write in a transaction")
+        check("two_phase_commit" in msg, "a message naming two_phase_commit", msg)
+        try:
+            c.execute("SELECT 1")
+            fail("a statement after the refused write was accepted")
+        except psycopg.Error as e:
+            check_eq(sqlstate_of(e), "25P02", "SQLSTATE after the failed statement")
         c.rollback()
     got = placed("sg_users", "id")
     check(on1[0] in got and on1[1] in got, "committed rows", sorted(got)[:5])

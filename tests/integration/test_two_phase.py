@@ -156,6 +156,28 @@ def part_failure():
     check_eq(prepared(), [], "prepared transactions left")
 
 
+def part_transaction():
+    """BEGIN; writes on both shards; COMMIT (and the same with ROLLBACK)."""
+    a, b = key_on(0, 5 * 10**9), key_on(1, 5 * 10**9)
+    c0, c1 = key_on(0, 6 * 10**9), key_on(1, 6 * 10**9)
+    px = Proxy(CONFIG)
+    try:
+        with psycopg.connect(px.dsn()) as c:
+            c.execute("INSERT INTO sg_users (id, name) VALUES (%s, 't')", (a,))
+            c.execute("INSERT INTO sg_users (id, name) VALUES (%s, 't')", (b,))
+            check_eq(c.execute("SELECT count(*) FROM sg_users WHERE id = %s", (a,)).fetchone()[0],
+                     1, "own write visible inside the transaction")
+            c.commit()
+            c.execute("INSERT INTO sg_users (id, name) VALUES (%s, 't')", (c0,))
+            c.execute("INSERT INTO sg_users (id, name) VALUES (%s, 't')", (c1,))
+            c.rollback()
+    finally:
+        px.stop()
+    check_eq(rows([a, b, c0, c1]), sorted([a, b]), "committed transaction present, rolled back absent")
+    check_eq(prepared(), [], "prepared transactions left")
+    check_eq(decisions(), 0, "decision rows left")
+
+
 def crash(failpoint, expect_rows):
     start = {"before_decision": 3 * 10**9, "after_decision": 4 * 10**9}[failpoint]
     a, b = key_on(0, start), key_on(1, start)
@@ -177,6 +199,7 @@ def crash(failpoint, expect_rows):
     check_eq(prepared(), [], "prepared transactions after recovery")
     check_eq(rows([a, b]), sorted([a, b]) if expect_rows else [],
              "the transaction after recovery (%s)" % failpoint)
+    check_eq(decisions(), 0, "decision rows left after recovery")
 
 
 def main():
@@ -187,6 +210,7 @@ def main():
     run_parts([
         ("commit", part_commit),
         ("failure_rolls_back", part_failure),
+        ("transaction", part_transaction),
         ("crash_before_decision", lambda: crash("before_decision", False)),
         ("crash_after_decision", lambda: crash("after_decision", True)),
     ])

@@ -18,6 +18,7 @@
 #include "analyze/analyze.h"
 #include "core/version.h"
 #include "health/health.h"
+#include "merge/plan.h"
 #include "net/net.h"
 #include "proto/auth.h"
 #include "route/directory.h"
@@ -321,11 +322,25 @@ static int explain_shards(const config_t *config, const options_t *opt, const an
 			*shard = shardset_first(&r.shards);
 			result = 1;
 		} else {
-			printf("target:     %s on %d shards: %s\n",
-			       r.merge ? "fan-out read, results merged" : "fan-out write", r.n_shards,
-			       r.merge ? "replicas where healthy" : "every shard's primary, one "
-								"transaction each, committed "
-								"together");
+			char why[320] = "";
+			merge_plan_t *plan = r.merge ? merge_plan_build(opt->sql, why, sizeof(why)) : NULL;
+			if (r.merge && !plan) {
+				printf("refused:    SQLSTATE 0A000: %s\n", why);
+			} else {
+				printf("target:     %s on %d shards: %s\n",
+				       r.merge ? "fan-out read, results merged" : "fan-out write",
+				       r.n_shards,
+				       r.merge ? "replicas where healthy"
+					       : "every shard's primary, one transaction each, committed "
+						 "together");
+			}
+			if (plan) {
+				char desc[2048];
+				merge_plan_describe(plan, desc, sizeof(desc));
+				printf("merge:      %s\n", desc);
+				printf("per shard:  %s\n", merge_plan_shard_sql(plan));
+				merge_plan_free(plan);
+			}
 			result = r.n_shards;
 		}
 	}

@@ -476,6 +476,29 @@ def part_refusals():
             note("0A000: %s" % r.splitlines()[0])
 
 
+def part_explain():
+    """shardgate explain names the key, its bucket and shard, or the refusal."""
+    import subprocess
+    want = hash_shard_of([42])[42]
+    out = subprocess.run([os.environ["SG_SHARDGATE"], "explain", "-c", os.environ["SG_CONFIG"],
+                          "SELECT * FROM sg_users WHERE id = $1", "42"],
+                         capture_output=True, text=True, timeout=30).stdout
+    check("sg_users (hash on id)" in out, "the sharded table", out)
+    check("shards:     s%d " % want in out, "target shard s%d" % want, out)
+    out = subprocess.run([os.environ["SG_SHARDGATE"], "explain", "-c", os.environ["SG_CONFIG"],
+                          "SELECT * FROM sg_users WHERE id = 42 OR id = 7"],
+                         capture_output=True, text=True, timeout=30).stdout
+    check("bucket" in out and "sg_users.id = 42" in out, "each key's bucket", out)
+    out = subprocess.run([os.environ["SG_SHARDGATE"], "explain", "-c", os.environ["SG_CONFIG"],
+                          "SELECT count(DISTINCT name) FROM sg_users"],
+                         capture_output=True, text=True, timeout=30).stdout
+    check("refused:    SQLSTATE 0A000: count(DISTINCT" in out, "the refusal", out)
+    out = subprocess.run([os.environ["SG_SHARDGATE"], "explain", "-c", os.environ["SG_CONFIG"],
+                          "SELECT name FROM sg_users ORDER BY name LIMIT 5 OFFSET 2"],
+                         capture_output=True, text=True, timeout=30).stdout
+    check("fan-out read" in out and "LIMIT 7" in out, "the merge and the per-shard LIMIT", out)
+
+
 def part_session_mode():
     """Session pooling: one server on the default shard for the session."""
     ids = sorted(hash_shard_of(range(400, 440)).items())
@@ -504,6 +527,7 @@ def main():
         ("multi_shard_writes", part_multi_shard_writes),
         ("transactions", part_transactions),
         ("refusals", part_refusals),
+        ("explain", part_explain),
     ], cleanup)
 
 

@@ -82,6 +82,7 @@ integration: build-all
 bench: deps
 	$(MAKE) shardgate
 	tests/bench/bench.sh
+	tests/bench/shard_bench.sh
 
 # libFuzzer harnesses (clang, ASan+UBSan) for the protocol readers, SCRAM,
 # the statement analyser and the config loader; FUZZ_SECONDS per harness.

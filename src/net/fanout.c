@@ -38,6 +38,8 @@
 #include "net/net.h"
 #include "pool/pool.h"
 #include "proto/proto.h"
+#include "route/copy_split.h"
+#include "route/directory.h"
 #include "route/rewrite.h"
 #include "route/twophase.h"
 
@@ -56,6 +58,7 @@ typedef struct {
 	int finishing;     /* ReadyForQuery owed for COMMIT, PREPARE, ... */
 	bool prepared;     /* PREPARE TRANSACTION sent (two-phase commit) */
 	bool wrote;        /* a write ran on it (transaction fan-out) */
+	bool copy_in;      /* it answered CopyInResponse */
 	bool finish_failed; /* the last of those failed (a PREPARE that did not) */
 	bool described;    /* its RowDescription (or NoData) arrived */
 	bool failed;
@@ -117,6 +120,15 @@ struct fanout {
 	int unit_owed;      /* ReadyForQuery the legs still owe for this unit */
 	bool unit_done;     /* the unit was answered: take the next one */
 	bool end_extended;  /* the end came as Parse/Bind/Execute of COMMIT or ROLLBACK */
+	/* COPY ... FROM STDIN split by key over the legs. */
+	copy_split_t *copy;
+	int copy_table;
+	bool copy_binary;
+	bool copy_started;  /* every leg is in COPY; the client got CopyInResponse */
+	bool copy_ended;    /* the client's CopyDone or CopyFail arrived */
+	bool copy_failed;   /* the legs were told CopyFail: drop the client's data */
+	buf_t copy_in;      /* the first leg's CopyInResponse */
+	int shard_leg[CONFIG_MAX_SHARDS];
 	int acquiring;   /* pipeline: the leg waiting for a server, -1 */
 	int last_leg;    /* pipeline: the leg of the last Bind */
 	fan_msg_t *msgs; /* pipeline: per client message */
@@ -134,6 +146,8 @@ static void txn_end_step(fanout_t *f);
 static bool txn_query(fanout_t *f, const uint8_t *msg, size_t total);
 static bool txn_may_write(fanout_t *f, int shard, int idx);
 static bool txn_end_bind(fanout_t *f, const uint8_t *msg, size_t total);
+static bool copy_maybe_start(fanout_t *f);
+static size_t copy_feed(fanout_t *f, const uint8_t *data, size_t len);
 
 /* ---- building what each leg is sent ---- */
 
@@ -779,6 +793,11 @@ bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t
 		if (!leg->finishing)
 			note_tag(f, msg, len);
 		return true;
+	case 'G':
+		leg->copy_in = true;
+		if (buf_avail(&f->copy_in) == 0)
+			buf_append(&f->copy_in, msg, len);
+		return true;
 	default: /* 't', 's', 'I', 'S': nothing for the client */
 		return true;
 	}
@@ -879,6 +898,8 @@ static void free_fanout(fanout_t *f)
 		buf_free(&f->msgs[i].out);
 	free(f->msgs);
 	free(f->row_leg);
+	copy_split_free(f->copy);
+	buf_free(&f->copy_in);
 	merger_free(f->merger);
 	merge_plan_free(f->plan);
 	buf_free(&f->error);
@@ -1134,8 +1155,12 @@ void fanout_after_batch(server_t *s)
 	if (f->pipeline)
 		pipeline_emit(f);
 	pump(f);
+	if (f->copy && copy_maybe_start(f))
+		return;
 	if (f->pipeline && !f->synced)
 		client_flush(c);
+	else if (f->copy && !f->copy_ended)
+		client_flush(c); /* the rest of the client's data first */
 	else if (f->n_acquired == f->n_legs && all_idle(f))
 		finish(f);
 	else
@@ -1165,7 +1190,8 @@ void fanout_on_leg_closed(server_t *s)
 			 s->worker->config->shards[leg->shard].name);
 		set_error(f, "08006", text);
 	}
-	if (f->n_acquired == f->n_legs && all_idle(f) && !f->done && (!f->pipeline || f->synced))
+	if (f->n_acquired == f->n_legs && all_idle(f) && !f->done && (!f->pipeline || f->synced) &&
+	    (!f->copy || f->copy_ended))
 		finish(f);
 }
 
@@ -1241,6 +1267,31 @@ bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_
 		return false;
 	}
 	bool ok = note_client_unit(f, c, unit, unit_len, why, whylen);
+	if (ok && u->route.copy) {
+		const shard_route_t *r = &u->route;
+		if (u->extended) {
+			snprintf(why, whylen, "COPY over several shards needs the simple query protocol");
+			ok = false;
+		}
+		copy_split_opts_t o = {.format = r->copy_format,
+				       .delimiter = r->copy_delimiter,
+				       .null_string = r->copy_null_default ? NULL : r->copy_null,
+				       .header = r->copy_header,
+				       .quote = r->copy_quote,
+				       .escape = r->copy_escape,
+				       .key_position = r->copy_key_position,
+				       .key_column = cfg->tables[r->copy_table].key};
+		if (r->copy_format != 'c') {
+			o.quote = 0;
+			o.escape = 0;
+		}
+		if (ok && !(f->copy = copy_split_new(&o))) {
+			snprintf(why, whylen, "COPY options the proxy cannot split by");
+			ok = false;
+		}
+		f->copy_table = r->copy_table;
+		f->copy_binary = r->copy_format == 'b';
+	}
 	if (ok && u->route.merge) {
 		f->plan = merge_plan_build(sql, why, whylen);
 		if (!f->plan)
@@ -1286,6 +1337,10 @@ bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_
 	}
 	health_release(snap);
 	free(sql);
+	for (int s = 0; s < CONFIG_MAX_SHARDS; s++)
+		f->shard_leg[s] = -1;
+	for (int l = 0; ok && l < f->n_legs; l++)
+		f->shard_leg[f->legs[l].shard] = l;
 	if (ok && u->route.row_shard) {
 		f->row_leg = malloc(sizeof(int) * (size_t)(u->route.n_rows ? u->route.n_rows : 1));
 		if (!f->row_leg) {
@@ -2013,10 +2068,29 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 	return true;
 }
 
+/* A leg's connection has more unsent than IO_HIGH_WATER: stop reading the client. */
+static bool legs_backlogged(const fanout_t *f)
+{
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].server && buf_avail(&f->legs[i].server->out) > IO_HIGH_WATER)
+			return true;
+	return false;
+}
+
 bool fanout_wants_input(const client_t *c)
 {
 	const fanout_t *f = c->fan;
+	if (f->copy)
+		return f->copy_started && !f->copy_ended && !legs_backlogged(f);
 	return f->pipeline && !f->synced && f->acquiring < 0 && !f->ending;
+}
+
+void fanout_on_server_drained(server_t *s)
+{
+	fanout_t *f = s->fan;
+	if (f->copy && f->copy_started && !f->copy_ended && buf_avail(&s->out) < IO_LOW_WATER &&
+	    !legs_backlogged(f))
+		client_process_input(f->client);
 }
 
 size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
@@ -2024,6 +2098,8 @@ size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
 	fanout_t *f = c->fan;
 	const config_t *cfg = c->worker->config;
 	size_t pos = 0;
+	if (f->copy)
+		return copy_feed(f, data, len);
 	while (pos < len && c->fan == f && fanout_wants_input(c) && c->state != CLIENT_CLOSED) {
 		uint8_t type;
 		size_t total;
@@ -2081,4 +2157,173 @@ bool fanout_start_stream(client_t *c)
 	c->state = CLIENT_ACTIVE;
 	log_debug("fanout_pipeline", "\"client\":%llu", (unsigned long long)c->id);
 	return true;
+}
+
+/* ---- COPY ... FROM STDIN over several shards ---- */
+
+/* Once every leg is in COPY mode the client gets one CopyInResponse and
+ * may send its data. Returns true when the client's input was processed. */
+static bool copy_maybe_start(fanout_t *f)
+{
+	if (f->copy_started || f->error_set)
+		return false;
+	for (int i = 0; i < f->n_legs; i++)
+		if (!f->legs[i].copy_in)
+			return false;
+	f->copy_started = true;
+	buf_append(&f->client->out, buf_head(&f->copy_in), buf_avail(&f->copy_in));
+	client_flush(f->client);
+	client_process_input(f->client); /* data the client sent already */
+	return true;
+}
+
+static void leg_copy_data(fan_leg_t *leg, const uint8_t *data, size_t len)
+{
+	if (!leg->server || !buf_reserve(&leg->server->out, len + 5))
+		return;
+	buf_put_u8(&leg->server->out, 'd');
+	buf_put_u32(&leg->server->out, (uint32_t)(len + 4));
+	buf_put_bytes(&leg->server->out, data, len);
+}
+
+/* Every leg gets the same bytes: a header line, the binary file header. */
+static void copy_header(void *arg, const uint8_t *line, size_t len)
+{
+	fanout_t *f = arg;
+	for (int i = 0; i < f->n_legs; i++)
+		leg_copy_data(&f->legs[i], line, len);
+}
+
+/* Ends the legs' COPY with CopyFail (their transactions then roll back). */
+static void copy_fail_legs(fanout_t *f, const char *sqlstate, const char *message)
+{
+	set_error(f, sqlstate, message);
+	if (f->copy_failed)
+		return;
+	f->copy_failed = true;
+	for (int i = 0; i < f->n_legs; i++) {
+		fan_leg_t *leg = &f->legs[i];
+		if (!leg->server)
+			continue;
+		proto_put_message(&leg->server->out, 'f', "shardgate: COPY failed", 23);
+		server_flush(leg->server);
+	}
+}
+
+/* One row of the client's data, to the shard of its key. */
+static void copy_row(void *arg, const uint8_t *row, size_t row_len, const char *key, size_t key_len,
+		     bool key_is_null)
+{
+	fanout_t *f = arg;
+	client_t *c = f->client;
+	const config_t *cfg = c->worker->config;
+	const cfg_table_t *table = &cfg->tables[f->copy_table];
+	char text[320];
+	if (f->copy_failed)
+		return;
+	if (key_is_null) {
+		snprintf(text, sizeof(text),
+			 "null value in column \"%s\" of relation \"%s\" violates not-null constraint "
+			 "(the shard key)",
+			 table->key, table->name);
+		copy_fail_legs(f, "23502", text);
+		return;
+	}
+	int shard = f->copy_binary ? shard_of_binary(cfg, f->copy_table, (const uint8_t *)key, key_len)
+				   : shard_of_text(cfg, f->copy_table, key, key_len);
+	if (shard == -2) {
+		char err[256] = "";
+		shard = directory_cached(cfg, f->copy_table, key, key_len);
+		if (shard < 0)
+			shard = directory_fetch(cfg, c->login_pool->database, f->copy_table, key, key_len,
+						true, err, sizeof(err));
+		if (shard < 0) {
+			copy_fail_legs(f, "08006", err[0] ? err : "directory lookup failed");
+			return;
+		}
+	}
+	if (shard < 0 || f->shard_leg[shard] < 0) {
+		snprintf(text, sizeof(text),
+			 "key value %.*s of table \"%s\" has no shard (not a %s, or outside every range)",
+			 (int)(key_len < 80 ? key_len : 80), key, table->name,
+			 key_type_name(table->key_type));
+		copy_fail_legs(f, "23514", text);
+		return;
+	}
+	leg_copy_data(&f->legs[f->shard_leg[shard]], row, row_len);
+}
+
+/* The client's COPY messages: CopyData split by key, CopyDone, CopyFail. */
+static size_t copy_feed(fanout_t *f, const uint8_t *data, size_t len)
+{
+	client_t *c = f->client;
+	const config_t *cfg = c->worker->config;
+	size_t pos = 0;
+	char err[320];
+	while (pos < len && c->fan == f && !f->copy_ended && !legs_backlogged(f)) {
+		uint8_t type;
+		size_t total;
+		frame_status_t st =
+		    proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total);
+		if (st == FRAME_NEED_MORE)
+			break;
+		if (st != FRAME_OK) {
+			client_fatal(c, "08P01", "invalid message length");
+			return pos;
+		}
+		const uint8_t *body = data + pos + 5;
+		size_t body_len = total - 5;
+		pos += total;
+		switch (type) {
+		case 'd':
+			if (!f->copy_failed &&
+			    !copy_split_feed(f->copy, body, body_len, copy_row, copy_header, f, err,
+					     sizeof(err)))
+				copy_fail_legs(f, copy_split_sqlstate(f->copy), err);
+			break;
+		case 'c':
+			f->copy_ended = true;
+			if (!f->copy_failed &&
+			    !copy_split_finish(f->copy, copy_row, copy_header, f, err, sizeof(err)))
+				copy_fail_legs(f, copy_split_sqlstate(f->copy), err);
+			if (f->copy_failed)
+				break;
+			for (int i = 0; i < f->n_legs; i++) {
+				fan_leg_t *leg = &f->legs[i];
+				if (!leg->server)
+					continue;
+				if (f->copy_binary) {
+					static const uint8_t trailer[2] = {0xff, 0xff};
+					leg_copy_data(leg, trailer, sizeof(trailer));
+				}
+				proto_put_empty(&leg->server->out, 'c');
+			}
+			break;
+		case 'f':
+			f->copy_ended = true;
+			copy_fail_legs(f, "57014", "COPY from stdin failed: the client sent CopyFail");
+			break;
+		case 'H':
+		case 'S':
+			break; /* ignored during COPY, as PostgreSQL does */
+		default:
+			snprintf(err, sizeof(err), "unexpected message type 0x%02X during COPY from stdin",
+				 type);
+			f->copy_ended = true;
+			copy_fail_legs(f, "08P01", err);
+			break;
+		}
+	}
+	if (c->state == CLIENT_CLOSED || c->fan != f)
+		return pos;
+	for (int i = 0; i < f->n_legs; i++)
+		if (f->legs[i].server)
+			server_flush(f->legs[i].server);
+	if (f->copy_ended && f->n_acquired == f->n_legs && all_idle(f)) {
+		f->no_continue = true;
+		finish(f);
+	} else {
+		client_flush(c);
+	}
+	return pos;
 }

@@ -390,6 +390,8 @@ void fanout_on_pool_error(client_t *c, const char *sqlstate, const char *message
 void fanout_abort(client_t *c);
 void fanout_cancel(client_t *c);
 void fanout_resume(client_t *c);
+/* A leg's output drained: a COPY waiting for it reads the client again. */
+void fanout_on_server_drained(server_t *s);
 
 /* Server side (server.c). */
 server_t *server_connect(pool_t *pool);

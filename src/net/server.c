@@ -542,6 +542,10 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 		event_add(s->ev_read, NULL);
 	}
 	server_flush(s);
+	if (s->fan) {
+		fanout_on_server_drained(s); /* a COPY over several shards goes on */
+		return;
+	}
 	/* The client may have stopped reading because our buffer was full. */
 	if (s->client && buf_avail(&s->out) < IO_LOW_WATER)
 		io_resume_read(s->client->ev_read, &s->client->read_paused);

@@ -859,12 +859,37 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 		       NULL, NULL);
 		goto done;
 	}
-	if (facts->copy.present && (n_total > 1 || inserting)) {
-		refuse(out, "0A000",
-		       "COPY into sharded table \"%s\" over several shards is not supported yet; "
-		       "use INSERT (multi-row INSERTs are split by shard)%s",
-		       config->tables[facts->rels[first_sharded].table].name, NULL);
-		goto done;
+	if (facts->copy.present && n_total > 1) {
+		/* The rows are split by key as they stream (net/fanout.c). */
+		const keys_copy_t *cp = &facts->copy;
+		int t = cp->rel >= 0 && cp->rel < n_rels ? facts->rels[cp->rel].table : -1;
+		if (t < 0 || !is_sharded(&config->tables[t]) || analysis->n_statements > 1) {
+			refuse(out, "0A000", "COPY into a sharded table must be the only statement%s%s",
+			       NULL, NULL);
+			goto done;
+		}
+		if (cp->key_position < 0) {
+			refuse(out, "0A000",
+			       "COPY into sharded table \"%s\" needs a column list that names its key "
+			       "\"%s\"",
+			       config->tables[t].name, config->tables[t].key);
+			goto done;
+		}
+		if (cp->null_string && strlen(cp->null_string) >= sizeof(out->copy_null)) {
+			refuse(out, "0A000", "COPY NULL string too long for the proxy%s%s", NULL, NULL);
+			goto done;
+		}
+		out->copy = true;
+		out->copy_table = t;
+		out->copy_key_position = cp->key_position;
+		out->copy_format = cp->format;
+		out->copy_delimiter = cp->delimiter;
+		out->copy_quote = cp->quote;
+		out->copy_escape = cp->escape;
+		out->copy_header = cp->header;
+		out->copy_null_default = cp->null_string == NULL;
+		if (cp->null_string)
+			snprintf(out->copy_null, sizeof(out->copy_null), "%s", cp->null_string);
 	}
 	if (n_total > 1 && !reads && facts->update.sets_key) {
 		refuse(out, "0A000",
@@ -901,7 +926,7 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 	 * (it then runs on the primaries); other statements are writes. */
 	out->merge = n_total > 1 && analysis->kind == ANALYZE_KIND_READ;
 	out->writes = !out->merge && !reads;
-	if (n_total > 1 && !out->merge && !inserting &&
+	if (n_total > 1 && !out->merge && !inserting && !out->copy &&
 	    config->routing.multi_shard_writes == MULTI_WRITES_REFUSE) {
 		refuse(out, "0A000",
 		       "the write on table \"%s\" names no shard key, so it would run on every "
@@ -914,7 +939,10 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 			 config->shards[shardset_first(&total)].name);
 	else
 		snprintf(out->message, sizeof(out->message), "%s over %d shards",
-			 inserting ? "rows spread" : out->merge ? "read merged" : "write", n_total);
+			 inserting || out->copy ? "rows spread"
+			 : out->merge		? "read merged"
+						: "write",
+			 n_total);
 done:
 	free(parent);
 	free(sets);

@@ -77,6 +77,15 @@ typedef struct {
 	bool sharded;       /* a sharded table (hash, range, directory) is involved */
 	bool writes;        /* the statement writes (decided by the caller's class) */
 	bool reference_write; /* a reference table is written: every shard */
+	/* COPY ... FROM STDIN into a sharded table over several shards: its
+	 * rows are split by key (table index and options; strings in copy_null). */
+	bool copy;
+	int copy_table;
+	int copy_key_position;
+	char copy_format, copy_delimiter, copy_quote, copy_escape;
+	bool copy_header;
+	char copy_null[64];
+	bool copy_null_default;
 	bool merge;         /* a SELECT over several shards: results must be merged
 			       (on replicas when `reads` was given, else primaries) */
 	/* INSERT ... VALUES whose rows go to several shards: row_shard[i] is the

@@ -133,28 +133,34 @@ def expect_0a000(conn, sql, params=None, what=""):
 # ---- the parts ----
 
 def part_insert_and_place():
-    """1,000 rows through the proxy four ways; each lands where the map says."""
+    """1,000 rows through the proxy five ways; each lands where the map says."""
     keys = random.Random(7).sample(range(-10**12, 10**12), 1000)
     with proxy() as c:
-        # 250 single-row INSERTs, simple protocol, literal keys.
-        for k in keys[:250]:
+        # 200 single-row INSERTs, simple protocol, literal keys.
+        for k in keys[:200]:
             simple(c, "INSERT INTO sg_users (id, name, score) VALUES (%d, 'u%d', 1)" % (k, k))
-        # 250 in multi-row INSERTs whose rows go to both shards (split).
-        for i in range(250, 500, 10):
+        # 200 in multi-row INSERTs whose rows go to both shards (split).
+        for i in range(200, 400, 10):
             rows = ", ".join("(%d, 'u%d', 2)" % (k, k) for k in keys[i:i + 10])
             got = simple(c, "INSERT INTO sg_users (id, name, score) VALUES %s RETURNING id" % rows)
             check_eq([int(r[0]) for r in got], keys[i:i + 10],
                      "RETURNING ids of a split multi-row INSERT, in VALUES order")
-        # 250 single-row, extended protocol with parameters.
-        for k in keys[500:750]:
+        # 200 single-row, extended protocol with parameters.
+        for k in keys[400:600]:
             c.execute("INSERT INTO sg_users (id, name, score) VALUES (%s, %s, 3)", (k, "u%d" % k))
-        # 250 in multi-row parameterized INSERTs (split, parameters renumbered).
-        for i in range(750, 1000, 25):
+        # 200 in multi-row parameterized INSERTs (split, parameters renumbered).
+        for i in range(600, 800, 25):
             chunk = keys[i:i + 25]
             values = ", ".join(["(%s, %s, 4)"] * len(chunk))
             params = [x for k in chunk for x in (k, "u%d" % k)]
             cur = c.execute("INSERT INTO sg_users (id, name, score) VALUES " + values, params)
             check_eq(cur.rowcount, 25, "row count of a split parameterized INSERT")
+        # 200 by COPY FROM STDIN (text format), rows split by key as they stream.
+        with c.cursor() as cur:
+            with cur.copy("COPY sg_users (id, name, score) FROM STDIN") as cp:
+                for k in keys[800:]:
+                    cp.write_row((k, "u%d" % k, 5))
+            check_eq(cur.rowcount, 200, "COPY row count over both shards")
     where = hash_shard_of(keys)
     got = placed("sg_users", "id")
     check_eq(len(got), 1000, "distinct keys on the shards")
@@ -196,6 +202,20 @@ def part_typed_keys():
         for t in texts[:10]:
             check_eq(c.execute("SELECT v FROM sg_texts WHERE k = %s", (t,)).fetchall(), [(1,)],
                      "text key read %r" % t)
+    # CSV COPY with keys that need quoting; binary COPY of uuid keys.
+    csv_keys = ['a,b', 'say "hi"', 'line\nbreak', ' pad ', 'x' * 50]
+    more_uuids = [uuid.UUID(int=random.Random(1000 + i).getrandbits(128)) for i in range(40)]
+    with proxy() as c:
+        with c.cursor() as cur:
+            with cur.copy("COPY sg_texts (k, v) FROM STDIN WITH (FORMAT csv)") as cp:
+                for t in csv_keys:
+                    cp.write('"%s",7\n' % t.replace('"', '""'))
+            with cur.copy("COPY sg_uuids (u, v) FROM STDIN WITH (FORMAT binary)") as cp:
+                cp.set_types(["uuid", "int4"])
+                for u in more_uuids:
+                    cp.write_row((u, 3))
+    texts += csv_keys
+    uuids += [str(u) for u in more_uuids]
     where = hash_shard_of(texts, "text", 8)
     got = placed("sg_texts", "k")
     check_eq(sorted(got), sorted(texts), "text keys present")

@@ -1426,7 +1426,7 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			/* A streamed pipeline takes the client's messages. */
 			size_t used = fanout_feed(c, data + pos, len - pos);
 			pos += used;
-			if (used == 0)
+			if (used == 0 && c->fan)
 				break;
 			continue;
 		}

@@ -120,6 +120,11 @@ struct fanout {
 	int unit_owed;      /* ReadyForQuery the legs still owe for this unit */
 	bool unit_done;     /* the unit was answered: take the next one */
 	bool end_extended;  /* the end came as Parse/Bind/Execute of COMMIT or ROLLBACK */
+	int binds_sent;     /* pipeline: Binds sent to legs so far */
+	uint32_t max_rows;  /* the client's Execute row limit (0: none) */
+	uint64_t emitted;   /* rows sent to the client */
+	bool handoff;       /* pipeline: its first Bind needs several shards (see
+			       stream_handoff) */
 	/* COPY ... FROM STDIN split by key over the legs. */
 	copy_split_t *copy;
 	int copy_table;
@@ -289,12 +294,13 @@ static bool note_client_unit(fanout_t *f, client_t *c, const uint8_t *data, size
 			uint32_t max_rows = 0;
 			proto_read_cstr(&r, NULL, NULL);
 			proto_read_u32(&r, &max_rows);
-			if (max_rows != 0) {
+			if (max_rows != 0 && (f->max_rows != 0 || f->write)) {
 				snprintf(why, whylen,
-					 "fetching a statement over several shards in parts (Execute "
-					 "with a row limit) is not supported");
+					 "fetching a statement over several shards in parts (several "
+					 "Executes with a row limit) is not supported");
 				return false;
 			}
+			f->max_rows = max_rows; /* rows, then PortalSuspended */
 		} else if (type == 'C' || type == 'F' || type == 'd' || type == 'c' || type == 'f') {
 			snprintf(why, whylen, "message type %c in a unit over several shards is "
 					      "not supported", type);
@@ -445,6 +451,18 @@ static void set_error(fanout_t *f, const char *sqlstate, const char *message)
 	proto_put_error(&f->error, "ERROR", sqlstate, message);
 }
 
+/* The merged rows ready now, up to the client's Execute row limit. */
+static void emit_merged_rows(fanout_t *f)
+{
+	size_t len;
+	const uint8_t *row;
+	while (!(f->max_rows && f->emitted >= f->max_rows) &&
+	       (row = merger_next_row(f->merger, &len))) {
+		put_client(f, 'D', row, len);
+		f->emitted++;
+	}
+}
+
 /* Rows the merge can give now go to the client. */
 static void pump(fanout_t *f)
 {
@@ -457,11 +475,8 @@ static void pump(fanout_t *f)
 		return;
 	if (!f->header_sent)
 		merged_header(f);
-	size_t len;
-	const uint8_t *row;
-	while ((row = merger_next_row(f->merger, &len)))
-		put_client(f, 'D', row, len);
-	if (merger_limit_reached(f->merger)) {
+	emit_merged_rows(f);
+	if (merger_limit_reached(f->merger) || (f->max_rows && f->emitted >= f->max_rows)) {
 		for (int i = 0; i < f->n_legs; i++) {
 			fan_leg_t *leg = &f->legs[i];
 			if (leg->running && !leg->cancelled && leg->server) {
@@ -1092,10 +1107,7 @@ static void finish(fanout_t *f)
 			pump(f);
 			if (!f->header_sent)
 				merged_header(f);
-			size_t len;
-			const uint8_t *row;
-			while ((row = merger_next_row(f->merger, &len)))
-				put_client(f, 'D', row, len);
+			emit_merged_rows(f);
 		}
 		if (!f->header_sent)
 			emit_header(f, buf_avail(&f->row_desc) ? buf_head(&f->row_desc) : NULL,
@@ -1112,7 +1124,10 @@ static void finish(fanout_t *f)
 			snprintf(tag, sizeof(tag), "%s %llu", f->verb, (unsigned long long)f->rows);
 		else
 			snprintf(tag, sizeof(tag), "SELECT 0");
-		put_client(f, 'C', tag, strlen(tag) + 1);
+		if (f->max_rows && f->emitted >= f->max_rows)
+			proto_put_empty(&c->out, 's'); /* the row limit was reached */
+		else
+			put_client(f, 'C', tag, strlen(tag) + 1);
 	}
 ready:
 	/* A read run before a deferred BEGIN reached any shard: the client's
@@ -1565,6 +1580,8 @@ static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int 
 		} else if (ur.kind == UNIT_ROUTE_REFUSE) {
 			stream_refuse(f, idx, ur.sqlstate, ur.message);
 			shard = -1;
+		} else if (ur.kind != UNIT_ROUTE_DEFAULT && !f->txn && f->binds_sent == 0) {
+			shard = -3; /* the first statement to run needs several shards */
 		} else if (ur.kind != UNIT_ROUTE_DEFAULT) {
 			stream_refuse(f, idx, "0A000",
 				      "a statement over several shards inside a pipeline of several "
@@ -1940,6 +1957,10 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		}
 		bool writes = false;
 		int shard = stream_route_bind(f, msg, total, idx, &writes);
+		if (shard == -3) {
+			f->handoff = true;
+			return false; /* not taken: see stream_handoff */
+		}
 		if (shard >= 0 && f->txn && writes && !txn_may_write(f, shard, idx))
 			shard = -1;
 		if (shard < 0) {
@@ -1951,6 +1972,8 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		int l = stream_leg(f, shard);
 		if (l >= 0 && writes)
 			f->legs[l].wrote = true;
+		if (l >= 0)
+			f->binds_sent++;
 		if (l == -1)
 			return false; /* this Bind again once the leg is linked */
 		if (l == -2) {
@@ -2093,6 +2116,47 @@ void fanout_on_server_drained(server_t *s)
 		client_process_input(f->client);
 }
 
+/*
+ * The pipeline so far only prepared and described statements (asyncpg
+ * sends Parse, Describe, Flush and waits), and its first Bind needs several
+ * shards: once the rest of the unit (through Sync) is here, the streamed
+ * fan-out ends (its legs ran nothing: they are closed) and the unit from
+ * that Bind on runs as an ordinary fan-out. Returns the bytes taken.
+ */
+static size_t stream_handoff(fanout_t *f, const uint8_t *data, size_t pos, size_t len)
+{
+	client_t *c = f->client;
+	const config_t *cfg = c->worker->config;
+	bool complete = false;
+	for (size_t p = pos; p < len;) {
+		uint8_t type;
+		size_t total;
+		if (proto_frame(data + p, len - p, cfg->max_message_size, &type, &total) != FRAME_OK)
+			break;
+		p += total;
+		if (type == 'S') {
+			complete = true;
+			break;
+		}
+	}
+	f->handoff = false;
+	if (!complete) {
+		client_flush(c);
+		return pos; /* fed again with more input */
+	}
+	pipeline_emit(f);
+	for (int i = 0; i < f->n_legs; i++) {
+		f->legs[i].running = false;
+		release_leg(&f->legs[i]); /* mid-transaction: closed */
+	}
+	c->fan = NULL;
+	c->state = CLIENT_IDLE;
+	log_debug("fanout_handoff", "\"client\":%llu", (unsigned long long)c->id);
+	free_fanout(f);
+	client_flush(c);
+	return pos; /* the caller routes the rest of the unit */
+}
+
 size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
 {
 	fanout_t *f = c->fan;
@@ -2118,6 +2182,8 @@ size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
 		if (!stream_message(f, type, data + pos, total)) {
 			if (f->synced || f->ending)
 				pos += total;
+			if (f->handoff)
+				return stream_handoff(f, data, pos, len);
 			break;
 		}
 		pos += total;

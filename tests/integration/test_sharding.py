@@ -227,43 +227,86 @@ def part_typed_keys():
                                                    else where[k]]], [], "uuid keys misplaced")
 
 
-def part_range_table():
-    ids = list(range(900, 1100))
+def insert_five_ways(table, cols, rows):
+    """Inserts rows (tuples matching cols) through the proxy, a fifth each way:
+    single-row simple, multi-row simple (split), single-row extended,
+    multi-row extended (split), COPY text."""
+    n = len(rows)
+    parts = [rows[i * n // 5:(i + 1) * n // 5] for i in range(5)]
+    collist = ", ".join(cols)
+
+    def lit(v):
+        return str(v) if isinstance(v, int) else "'%s'" % str(v).replace("'", "''")
     with proxy() as c:
-        for i in ids[:100]:
-            c.execute("INSERT INTO sg_events (id, kind) VALUES (%s, 'e')", (i,))
-        rows = ", ".join("(%d, 'e')" % i for i in ids[100:])
-        simple(c, "INSERT INTO sg_events (id, kind) VALUES %s" % rows)
+        for r in parts[0]:
+            simple(c, "INSERT INTO %s (%s) VALUES (%s)" % (table, collist, ", ".join(map(lit, r))))
+        for i in range(0, len(parts[1]), 10):
+            chunk = parts[1][i:i + 10]
+            simple(c, "INSERT INTO %s (%s) VALUES %s" % (
+                table, collist, ", ".join("(%s)" % ", ".join(map(lit, r)) for r in chunk)))
+        one = "(%s)" % ", ".join(["%s"] * len(cols))
+        for r in parts[2]:
+            c.execute("INSERT INTO %s (%s) VALUES %s" % (table, collist, one), r)
+        for i in range(0, len(parts[3]), 10):
+            chunk = parts[3][i:i + 10]
+            c.execute("INSERT INTO %s (%s) VALUES %s" % (table, collist, ", ".join([one] * len(chunk))),
+                      [v for r in chunk for v in r])
+        with c.cursor() as cur:
+            with cur.copy("COPY %s (%s) FROM STDIN" % (table, collist)) as cp:
+                for r in parts[4]:
+                    cp.write_row(r)
+
+
+def part_range_table():
+    """1,000 rows of a range table, five ways; each on its range's shard."""
+    ids = list(range(500, 1500))
+    random.Random(3).shuffle(ids)
+    insert_five_ways("sg_events", ["id", "kind"], [(i, "e%d" % i) for i in ids])
+    with proxy() as c:
         check_eq(c.execute("SELECT count(*) FROM sg_events WHERE id BETWEEN 990 AND 1009")
                  .fetchone()[0], 20, "BETWEEN across the range boundary")
-        check_eq(c.execute("SELECT count(*) FROM sg_events WHERE id < 950").fetchone()[0], 50,
+        check_eq(c.execute("SELECT count(*) FROM sg_events WHERE id < 950").fetchone()[0], 450,
                  "id < 950 (one shard)")
-        check_eq(c.execute("SELECT kind FROM sg_events WHERE id = 1050").fetchone()[0], "e",
-                 "point read on s1")
+        for i in (500, 999, 1000, 1499):
+            check_eq(c.execute("SELECT kind FROM sg_events WHERE id = %s", (i,)).fetchone()[0],
+                     "e%d" % i, "point read of %d" % i)
+        check_eq(c.execute("SELECT count(*) FROM sg_events").fetchone()[0], 1000, "count(*)")
+        try:
+            simple(c, "INSERT INTO sg_events (id, kind) VALUES (1, 'a'), ('x', 'b')")
+            fail("a key that is not a bigint was accepted")
+        except psycopg.Error as e:
+            check(sqlstate_of(e) == "22023" and "sg_events" in str(e) and "x" in str(e),
+                  "22023 naming the table and the value", "%s %s" % (sqlstate_of(e), e))
     got = placed("sg_events", "id")
-    check_eq(len(got), 200, "range rows present")
+    check_eq(len(got), 1000, "range rows present")
     check_eq([k for k, s in got.items() if s != [0 if k < 1000 else 1]], [],
-             "range rows on the wrong shard")
+             "range rows on the wrong shard or on both")
 
 
 def part_directory_table():
+    """1,000 rows of 20 tenants, five ways; each on its tenant's directory shard."""
     tenants = ["tenant-%02d" % i for i in range(20)]
+    rows = [(tenants[i % 20], i) for i in range(1000)]
+    random.Random(5).shuffle(rows)
+    insert_five_ways("sg_tenants", ["tenant_id", "n"], rows)
     with proxy() as c:
-        for n, t in enumerate(tenants):
-            c.execute("INSERT INTO sg_tenants (tenant_id, n) VALUES (%s, %s)", (t, n))
-            simple(c, "INSERT INTO sg_tenants (tenant_id, n) VALUES ('%s', %d)" % (t, n + 100))
         for t in tenants[:5]:
             check_eq(c.execute("SELECT count(*) FROM sg_tenants WHERE tenant_id = %s",
-                               (t,)).fetchone()[0], 2, "rows of %s" % t)
+                               (t,)).fetchone()[0], 50, "rows of %s" % t)
+        check_eq(c.execute("SELECT count(*) FROM sg_tenants").fetchone()[0], 1000, "count(*)")
     with shard_conn(0) as c:
         directory = dict(c.execute("SELECT key, shard FROM shardgate.directory "
                                    "WHERE table_name = 'sg_tenants'").fetchall())
     check_eq(sorted(directory), tenants, "directory entries")
     check(set(directory.values()) == {"s0", "s1"}, "round_robin uses both shards",
           sorted(set(directory.values())))
-    got = placed("sg_tenants", "tenant_id")
-    wrong = [t for t, s in got.items() if set(s) != {int(directory[t][1])}]
-    check_eq(wrong, [], "tenant rows not on their directory shard")
+    got = {}
+    for i in range(2):
+        with shard_conn(i) as c:
+            for t, n in c.execute("SELECT tenant_id, count(*) FROM sg_tenants GROUP BY 1"):
+                got.setdefault(t, []).append((i, n))
+    wrong = [t for t, s in got.items() if s != [(int(directory[t][1]), 50)]]
+    check_eq(wrong, [], "tenant rows not all on their directory shard")
     # Two clients inserting the same new key at once: one entry, both rows there.
     barrier = threading.Barrier(2)
     errors = []
@@ -519,6 +562,35 @@ def part_explain():
     check("fan-out read" in out and "LIMIT 7" in out, "the merge and the per-shard LIMIT", out)
 
 
+def part_asyncpg():
+    """asyncpg: binary Bind parameters route, executemany over both shards, merged reads."""
+    import asyncio
+    import asyncpg
+    from sgtest import asyncpg_args
+    keys = list(range(700000, 700200))
+
+    async def go():
+        conn = await asyncpg.connect(**asyncpg_args())
+        try:
+            await conn.executemany("INSERT INTO sg_users (id, name, score) VALUES ($1, $2, 9)",
+                                   [(k, "a%d" % k) for k in keys])
+            for k in keys[:20]:
+                got = await conn.fetchval("SELECT name FROM sg_users WHERE id = $1", k)
+                check_eq(got, "a%d" % k, "asyncpg point read of %d" % k)
+            got = await conn.fetchval("SELECT count(*) FROM sg_users WHERE score = 9")
+            check_eq(got, 200, "asyncpg count over both shards")
+            got = await conn.fetch("SELECT id FROM sg_users WHERE id = ANY($1::bigint[]) "
+                                   "ORDER BY id DESC LIMIT 5", keys[:50])
+            check_eq([r[0] for r in got], sorted(keys[:50], reverse=True)[:5],
+                     "asyncpg = ANY($1) with a binary array, ordered and limited")
+        finally:
+            await conn.close()
+    asyncio.run(go())
+    where = hash_shard_of(keys)
+    got = placed("sg_users", "id")
+    check_eq([k for k in keys if got.get(k) != [where[k]]], [], "asyncpg rows misplaced")
+
+
 def part_session_mode():
     """Session pooling: one server on the default shard for the session."""
     ids = sorted(hash_shard_of(range(400, 440)).items())
@@ -548,6 +620,7 @@ def main():
         ("transactions", part_transactions),
         ("refusals", part_refusals),
         ("explain", part_explain),
+        ("asyncpg", part_asyncpg),
     ], cleanup)
 
 

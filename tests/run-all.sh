@@ -56,6 +56,7 @@ log: { level: info }
 health: { interval: 100ms, failures_to_open: 3, open_for: 1s }
 routing: { max_replica_lag: { bytes: 1MB, time: 3s }, read_your_writes_wait: 20ms }
 auth: { method: trust }
+admin: { users: [postgres] }
 backend: { user: postgres, password: postgres }
 shards:
   - name: s0

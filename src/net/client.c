@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/version.h"
 #include "health/health.h"
 #include "net/io.h"
 #include "net/net.h"
@@ -719,6 +720,27 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 static bool continue_login(client_t *c)
 {
 	const config_t *cfg = c->worker->config;
+	if (admin_is_console(c->database)) {
+		if (!admin_may_enter(cfg, c->user)) {
+			char text[200];
+			snprintf(text, sizeof(text),
+				 "user \"%s\" may not use the admin console (admin.users)", c->user);
+			client_fatal(c, "28000", text);
+			return false;
+		}
+		/* The proxy answers this session itself: no server. */
+		c->admin = true;
+		params_set(&c->params, "server_version", "15.0 (shardgate " SHARDGATE_VERSION ")", 0);
+		params_set(&c->params, "server_encoding", "UTF8", 0);
+		params_set(&c->params, "client_encoding", "UTF8", 0);
+		params_set(&c->params, "DateStyle", "ISO, MDY", 0);
+		params_set(&c->params, "integer_datetimes", "on", 0);
+		params_set(&c->params, "standard_conforming_strings", "on", 0);
+		params_set(&c->params, "TimeZone", "UTC", 0);
+		c->state = CLIENT_LOGIN;
+		finish_login(c);
+		return c->state != CLIENT_CLOSED;
+	}
 	const char *backend_user = cfg->backend.user[0] ? cfg->backend.user : c->user;
 	const char *backend_db = c->database;
 	c->login_pool = pool_get(c->worker, cfg->default_shard, login_node(cfg), backend_user,
@@ -1475,6 +1497,12 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 		if (type == 'X') {
 			client_close(c, "client terminated");
 			return pos + total;
+		}
+		if (c->admin) {
+			pos += total;
+			if (!admin_message(c, type, msg, total))
+				return pos;
+			continue;
 		}
 		if (!c->server) {
 			if (type == 'd' || type == 'c' || type == 'f' || type == 'H') {

@@ -212,6 +212,8 @@ struct client {
 	bool switching;        /* leaving the replica for the primary at a write */
 	fanout_t *fan;	       /* one statement running on several shards */
 	bool unit_checked;     /* the unit being relayed was routed by shard already */
+	bool admin;            /* logged in to the admin console (admin.c) */
+	bool admin_extended;   /* an extended-protocol unit to refuse at its Sync */
 	bool txn_wrote;        /* the open transaction has written (on its shard) */
 	bool refusing;	       /* dropping the unit's messages through its Sync */
 	bool refusal_sent;     /* the refusal went to the server */
@@ -370,6 +372,11 @@ void sharding_route_message(client_t *c, uint8_t type, const uint8_t *msg, size_
 			    const route_class_t *cls, unit_route_t *out);
 void unit_route_free(unit_route_t *u);
 void sharding_free_worker(worker_t *w);
+
+/* The admin console, database "shardgate" (admin.c). */
+bool admin_is_console(const char *database);
+bool admin_may_enter(const config_t *config, const char *user);
+bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len);
 
 /* One statement on several shards (fanout.c). */
 bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_t *u, char *why,

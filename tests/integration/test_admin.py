@@ -1,0 +1,96 @@
+"""test_admin.py: the admin console (database "shardgate") read through psql.
+
+- an admin user (admin.users: [postgres]) gets SHOW VERSION, SHOW SHARDS,
+  SHOW NODES, SHOW CONFIG (secrets masked) and SHOW ROUTE <sql>, whose answer
+  names the key's bucket and shard as PostgreSQL's hash puts it;
+- a user not in admin.users is refused with 28000, and an unknown command
+  gets 42601; the extended protocol gets 0A000;
+- the console never touches a server: it answers with every shard down too
+  (not tested here: the shards are shared) — SHOW NODES shows them up.
+"""
+import os
+import subprocess
+
+import psycopg
+
+from sgtest import check, check_eq, env, fail, run_parts, sqlstate_of
+
+PSQL = "/usr/lib/postgresql/15/bin/psql" if os.path.exists("/usr/lib/postgresql/15/bin/psql") else "psql"
+
+
+def psql(sql, user="postgres"):
+    out = subprocess.run([PSQL, "-X", "-A", "-F", "|", "-h", env("SG_HOST"), "-p", env("SG_PORT"),
+                          "-U", user, "-d", "shardgate", "-c", sql],
+                         capture_output=True, text=True, timeout=30)
+    return out.returncode, out.stdout, out.stderr
+
+
+def part_show_commands():
+    rc, out, err = psql("SHOW VERSION")
+    check(rc == 0 and "shardgate " in out, "a version", out + err)
+    rc, out, err = psql("SHOW SHARDS")
+    lines = out.splitlines()
+    check_eq(lines[0], "shard|primary|replicas|max_concurrent|default", "SHOW SHARDS columns")
+    check(lines[1].startswith("s0|127.0.0.1:") and lines[1].endswith("|yes"), "s0 the default",
+          lines[1])
+    check(lines[2].startswith("s1|"), "s1", lines[2])
+    rc, out, err = psql("show nodes;")
+    lines = out.splitlines()
+    check_eq(lines[0], "shard|node|address|role|state|circuit|lag_bytes|lag_ms|last_error",
+             "SHOW NODES columns")
+    check_eq(len(lines), 1 + 4 + 1, "four nodes and the row count")
+    check("s0|0|" in out and "|primary|up|closed|" in out, "the s0 primary up", out)
+    rc, out, err = psql("SHOW CONFIG")
+    check(rc == 0 and "s0" in out, "the configuration", out + err)
+    check("postgres" not in [l.strip() for l in out.splitlines() if "password" in l],
+          "no password in SHOW CONFIG", out)
+    check(not any("password" in l and "postgres" in l.split("password", 1)[1] for l in out.splitlines()),
+          "the backend password masked", out)
+
+
+def part_show_route():
+    with psycopg.connect(env("PGTEST_DSN"), autocommit=True) as c:
+        want = c.execute("SELECT (((hashint8extended(42, 8816678312871386365)::numeric + "
+                         "5305509591434766563) % 18446744073709551616 + 18446744073709551616) "
+                         "% 18446744073709551616) % 16").fetchone()[0]
+    rc, out, err = psql("SHOW ROUTE SELECT * FROM sg_users WHERE id = 42")
+    check(rc == 0, "SHOW ROUTE answers", err)
+    check("sg_users.id = 42 -> bucket %d of 16 -> shard s%d" % (want, want % 2) in out,
+          "the key's bucket and shard", out)
+    rc, out, err = psql("SHOW ROUTE SELECT count(DISTINCT name) FROM sg_users")
+    check("0A000" in out and "count(DISTINCT" in out, "the refusal and its reason", out)
+    rc, out, err = psql("SHOW ROUTE SELECT 1")
+    check("default shard" in out, "a statement without sharded tables", out)
+
+
+def part_refusals():
+    rc, out, err = psql("SHOW VERSION", user="trustuser")
+    check(rc != 0 and "admin console" in err, "trustuser refused", err)
+    try:
+        psycopg.connect("host=%s port=%s user=trustuser dbname=shardgate" % (env("SG_HOST"),
+                                                                             env("SG_PORT")))
+        fail("a user outside admin.users got into the console")
+    except psycopg.OperationalError as e:
+        check("28000" in str(e) or "admin.users" in str(e), "28000", str(e))
+    with psycopg.connect("host=%s port=%s user=postgres dbname=shardgate" % (env("SG_HOST"),
+                                                                           env("SG_PORT")),
+                         autocommit=True) as c:
+        try:
+            c.execute("SHOW TABLES")
+            fail("an unknown command was accepted")
+        except psycopg.Error as e:
+            check_eq(sqlstate_of(e), "42601", "unknown command")
+        try:
+            c.execute("SHOW VERSION WHERE %s", (1,))
+            fail("the extended protocol was accepted")
+        except psycopg.Error as e:
+            check_eq(sqlstate_of(e), "0A000", "extended protocol")
+        rows = c.execute("SHOW VERSION").fetchall()
+        check(rows and rows[0][0].startswith("shardgate "), "psycopg reads the result set", rows)
+
+
+run_parts([
+    ("show_commands", part_show_commands),
+    ("show_route", part_show_route),
+    ("refusals", part_refusals),
+])

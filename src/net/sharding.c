@@ -133,17 +133,20 @@ static void route_statement(client_t *c, const char *sql, size_t len, bool reads
 {
 	worker_t *w = c->worker;
 	const config_t *cfg = w->config;
+	/* The statement's class (by shape: no parse for a known shape). */
+	route_class_t cls;
+	client_classify_text(c, sql, len, &cls);
+	const shard_stmt_info_t *info = &cls.shard_info;
 	const keys_facts_t *f = facts_of(w, sql, len);
-	const analysis_t *a = analyzer_get(w->analyzer, sql, len);
 	memset(out, 0, sizeof(*out));
-	if (!f || !a) {
+	if (!f) {
 		out->status = SHARD_ROUTE_REFUSE;
 		out->sqlstate = "53200";
 		snprintf(out->message, sizeof(out->message), "out of memory");
 		return;
 	}
 	for (int i = 0; i < LOOKUPS_PER_UNIT; i++) {
-		shard_route(cfg, a, f, reads, params, directory_cb, (void *)cfg, out);
+		shard_route(cfg, info, f, reads, params, directory_cb, (void *)cfg, out);
 		if (out->status != SHARD_ROUTE_LOOKUP)
 			return;
 		char err[256] = "";
@@ -172,7 +175,6 @@ static void route_statement(client_t *c, const char *sql, size_t len, bool reads
 			snprintf(out->message, sizeof(out->message), "key not in the directory");
 			return;
 		}
-		/* a = analyzer_get may have been evicted by nothing: same worker. */
 		shard_route_free(out);
 	}
 	out->status = SHARD_ROUTE_REFUSE;

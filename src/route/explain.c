@@ -101,7 +101,9 @@ int route_explain_shards(const config_t *config, const char *sql, const char *co
 	shard_params_t params = {n_params, values, lengths, formats};
 	shard_route_t r;
 	explain_database = database;
-	shard_route(config, a, f, cls->read, n_params ? &params : NULL, explain_directory,
+	shard_stmt_info_t info;
+	shard_stmt_info(config, a, &info);
+	shard_route(config, &info, f, cls->read, n_params ? &params : NULL, explain_directory,
 		    (void *)config, &r);
 	int result = 0;
 	if (r.status == SHARD_ROUTE_REFUSE) {

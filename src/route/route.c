@@ -121,6 +121,8 @@ void route_classify(const config_t *config, const analysis_t *a, route_tracked_p
 	out->pins = out->pin_reason != NULL;
 	out->n_texts = 1;
 	out->configured_tables = names_configured_table(config, a);
+	if (out->configured_tables)
+		shard_stmt_info(config, a, &out->shard_info);
 	if (a->n_statements == 1 && a->n_statement_records == 1 &&
 	    a->statements[0].kind == ANALYZE_KIND_TRANSACTION) {
 		const analyze_txn_t *txn = &a->statements[0].txn;
@@ -194,6 +196,8 @@ void route_class_merge(route_class_t *acc, const route_class_t *next)
 	acc->read = acc->read && next->read;
 	acc->read_only_txn = acc->read_only_txn || next->read_only_txn;
 	acc->hint_primary = acc->hint_primary || next->hint_primary;
+	if (next->configured_tables)
+		acc->shard_info = next->shard_info;
 	acc->configured_tables = acc->configured_tables || next->configured_tables;
 	if (next->pins && !acc->pins) {
 		acc->pins = true;

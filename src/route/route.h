@@ -16,6 +16,7 @@
 #include "analyze/analyze.h"
 #include "config/config.h"
 #include "health/health.h"
+#include "route/shard.h"
 
 typedef struct {
 	bool read;		/* every statement may run on a replica */
@@ -35,6 +36,7 @@ typedef struct {
 	bool txn_end;       /* only COMMIT / ROLLBACK */
 	int n_texts;        /* statement texts in the unit */
 	bool configured_tables; /* names a table of the shard map (or may: unparseable) */
+	shard_stmt_info_t shard_info; /* when configured_tables: for shard_route() */
 } route_class_t;
 
 /* Parameters whose value the proxy carries between server connections. */

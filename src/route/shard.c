@@ -661,19 +661,11 @@ static void route_insert(eval_t *e, int t, shard_route_t *out)
 	(void)ok;
 }
 
-void shard_route(const config_t *config, const analysis_t *analysis, const keys_facts_t *facts,
-		 bool reads, const shard_params_t *params, shard_directory_fn directory,
-		 void *directory_arg, shard_route_t *out)
+void shard_stmt_info(const config_t *config, const analysis_t *analysis, shard_stmt_info_t *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->status = SHARD_ROUTE_OK;
-	out->lookup_table = -1;
-	out->writes = !reads;
-	eval_t e = {config, facts, params, directory, directory_arg, out, false, false, false};
-
-	/* Tables that are not in the map live on the default shard. */
-	bool unlisted = false;
-	const char *unlisted_name = NULL;
+	out->select = analysis->kind == ANALYZE_KIND_READ;
+	out->n_statements = analysis->n_statements;
 	for (int i = 0; i < analysis->n_tables; i++) {
 		const analyze_table_t *at = &analysis->tables[i];
 		if (at->cte_name || everywhere(at))
@@ -685,12 +677,28 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 		if (t < 0 && at->schema && strcmp(at->schema, "public") == 0)
 			t = config_find_table(config, at->name);
 		if (t < 0) {
-			unlisted = true;
-			unlisted_name = at->name;
+			out->unlisted = true;
+			snprintf(out->unlisted_name, sizeof(out->unlisted_name), "%s", at->name);
 		} else if (config->tables[t].strategy == STRATEGY_REFERENCE && at->written) {
 			out->reference_write = true;
 		}
 	}
+}
+
+void shard_route(const config_t *config, const shard_stmt_info_t *info, const keys_facts_t *facts,
+		 bool reads, const shard_params_t *params, shard_directory_fn directory,
+		 void *directory_arg, shard_route_t *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->status = SHARD_ROUTE_OK;
+	out->lookup_table = -1;
+	out->writes = !reads;
+	eval_t e = {config, facts, params, directory, directory_arg, out, false, false, false};
+
+	/* Tables that are not in the map live on the default shard. */
+	bool unlisted = info->unlisted;
+	const char *unlisted_name = info->unlisted_name;
+	out->reference_write = info->reference_write;
 
 	if (!facts || facts->parse_error || facts->truncated) {
 		/* Nothing known about keys: the default shard, unless a
@@ -852,7 +860,7 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 				      : config->tables[facts->rels[first_sharded].table].key);
 		goto done;
 	}
-	if (n_total > 1 && analysis->n_statements > 1) {
+	if (n_total > 1 && info->n_statements > 1) {
 		refuse(out, "0A000",
 		       "a text of several statements that needs several shards is not supported; "
 		       "send the statements one by one%s%s",
@@ -863,7 +871,7 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 		/* The rows are split by key as they stream (net/fanout.c). */
 		const keys_copy_t *cp = &facts->copy;
 		int t = cp->rel >= 0 && cp->rel < n_rels ? facts->rels[cp->rel].table : -1;
-		if (t < 0 || !is_sharded(&config->tables[t]) || analysis->n_statements > 1) {
+		if (t < 0 || !is_sharded(&config->tables[t]) || info->n_statements > 1) {
 			refuse(out, "0A000", "COPY into a sharded table must be the only statement%s%s",
 			       NULL, NULL);
 			goto done;
@@ -924,7 +932,7 @@ void shard_route(const config_t *config, const analysis_t *analysis, const keys_
 	out->n_shards = n_total;
 	/* A SELECT is merged even when it calls a function that may write
 	 * (it then runs on the primaries); other statements are writes. */
-	out->merge = n_total > 1 && analysis->kind == ANALYZE_KIND_READ;
+	out->merge = n_total > 1 && info->select;
 	out->writes = !out->merge && !reads;
 	if (n_total > 1 && !out->merge && !inserting && !out->copy &&
 	    config->routing.multi_shard_writes == MULTI_WRITES_REFUSE) {

@@ -102,6 +102,21 @@ typedef struct {
 } shard_route_t;
 
 /*
+ * What routing needs to know of a statement text besides its keys: the
+ * same for every text of one shape (literal values aside), so it is kept
+ * in the route class cached by shape.
+ */
+typedef struct {
+	bool select;          /* kind READ: a SELECT (merged over several shards) */
+	int n_statements;
+	bool unlisted;        /* names a table that is not in the map (default shard) */
+	char unlisted_name[CONFIG_NAME_MAX + 1];
+	bool reference_write; /* writes a reference table */
+} shard_stmt_info_t;
+
+void shard_stmt_info(const config_t *config, const analysis_t *analysis, shard_stmt_info_t *out);
+
+/*
  * The per-config table list for keys_extract(): one entry per configured
  * table, in config order (so keys_rel_t.table is a config table index).
  * Strings point into config. Free with free().
@@ -113,7 +128,7 @@ keys_table_t *shard_key_tables(const config_t *config);
  * statement may run on a replica. params may be NULL (simple query, or a
  * Parse not yet bound: then SHARD_ROUTE_PARAMS when a $n decides).
  */
-void shard_route(const config_t *config, const analysis_t *analysis, const keys_facts_t *facts,
+void shard_route(const config_t *config, const shard_stmt_info_t *info, const keys_facts_t *facts,
 		 bool reads, const shard_params_t *params, shard_directory_fn directory,
 		 void *directory_arg, shard_route_t *out);
 

@@ -110,6 +110,24 @@ def hash_shard_of(ids, typ="bigint", buckets=16):
     return {k: int(s) for k, s in rows}
 
 
+def sync_replicas(timeout=30):
+    """Waits until s0's replicas have replayed everything its primary wrote:
+    reads on a new proxy connection may go to them (read-your-writes holds
+    per connection only)."""
+    import time
+    with shard_conn(0) as c:
+        lsn = c.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    for port in (BASE + 1, BASE + 2):
+        with psycopg.connect(direct_dsn().replace("port=%d" % BASE, "port=%d" % port),
+                             autocommit=True) as r:
+            while r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0] \
+                    is not True:
+                if time.monotonic() > deadline:
+                    fail("replica on port %d did not replay %s within %d s" % (port, lsn, timeout))
+                time.sleep(0.02)
+
+
 def placed(table, col):
     """{key: [shards holding it]} by asking each shard directly."""
     out = {}
@@ -171,7 +189,8 @@ def part_insert_and_place():
     counts = [sum(1 for s in got.values() if s[0] == i) for i in range(2)]
     note("rows per shard: s0 %d, s1 %d" % tuple(counts))
     check(min(counts) > 350, "both shards hold rows", counts)
-    # Point reads by key, both protocols.
+    # Point reads by key, both protocols (a new connection: replicas first caught up).
+    sync_replicas()
     with proxy() as c:
         for k in keys[::10]:
             check_eq(simple(c, "SELECT name FROM sg_users WHERE id = %d" % k), [("u%d" % k,)],
@@ -227,17 +246,18 @@ def part_typed_keys():
                                                    else where[k]]], [], "uuid keys misplaced")
 
 
-def insert_five_ways(table, cols, rows):
-    """Inserts rows (tuples matching cols) through the proxy, a fifth each way:
-    single-row simple, multi-row simple (split), single-row extended,
-    multi-row extended (split), COPY text."""
+def insert_five_ways(c, table, cols, rows):
+    """Inserts rows (tuples matching cols) through the proxy connection c, a
+    fifth each way: single-row simple, multi-row simple (split), single-row
+    extended, multi-row extended (split), COPY text. (Reads that must see
+    them use the same connection: read-your-writes is per connection.)"""
     n = len(rows)
     parts = [rows[i * n // 5:(i + 1) * n // 5] for i in range(5)]
     collist = ", ".join(cols)
 
     def lit(v):
         return str(v) if isinstance(v, int) else "'%s'" % str(v).replace("'", "''")
-    with proxy() as c:
+    if True:
         for r in parts[0]:
             simple(c, "INSERT INTO %s (%s) VALUES (%s)" % (table, collist, ", ".join(map(lit, r))))
         for i in range(0, len(parts[1]), 10):
@@ -261,8 +281,8 @@ def part_range_table():
     """1,000 rows of a range table, five ways; each on its range's shard."""
     ids = list(range(500, 1500))
     random.Random(3).shuffle(ids)
-    insert_five_ways("sg_events", ["id", "kind"], [(i, "e%d" % i) for i in ids])
     with proxy() as c:
+        insert_five_ways(c, "sg_events", ["id", "kind"], [(i, "e%d" % i) for i in ids])
         check_eq(c.execute("SELECT count(*) FROM sg_events WHERE id BETWEEN 990 AND 1009")
                  .fetchone()[0], 20, "BETWEEN across the range boundary")
         check_eq(c.execute("SELECT count(*) FROM sg_events WHERE id < 950").fetchone()[0], 450,
@@ -288,8 +308,8 @@ def part_directory_table():
     tenants = ["tenant-%02d" % i for i in range(20)]
     rows = [(tenants[i % 20], i) for i in range(1000)]
     random.Random(5).shuffle(rows)
-    insert_five_ways("sg_tenants", ["tenant_id", "n"], rows)
     with proxy() as c:
+        insert_five_ways(c, "sg_tenants", ["tenant_id", "n"], rows)
         for t in tenants[:5]:
             check_eq(c.execute("SELECT count(*) FROM sg_tenants WHERE tenant_id = %s",
                                (t,)).fetchone()[0], 50, "rows of %s" % t)
@@ -364,6 +384,7 @@ def load_typed():
 
 def part_merged_reads():
     load_typed()
+    sync_replicas()
     queries = [
         "SELECT count(*), count(i), sum(i), min(i), max(i), avg(i) FROM {t}",
         "SELECT sum(n), min(n), max(n), avg(n) FROM {t}",
@@ -411,6 +432,7 @@ def part_limit_bound():
                       "WHERE %s %% 2 = %d" % (bucket_sql("g::bigint", "bigint", 4), i))
             c.execute("ANALYZE sg_big")
             c.execute("TRUNCATE sg_read_log")
+    sync_replicas()
     with proxy() as c:
         got = c.execute("SELECT sg_note_read(id) FROM sg_big ORDER BY id LIMIT 10").fetchall()
         check_eq([r[0] for r in got], list(range(1, 11)), "the first 10 of 1,000,000")

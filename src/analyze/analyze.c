@@ -15,6 +15,7 @@
  */
 #include "analyze/analyze.h"
 #include "analyze/analyze_internal.h"
+#include "analyze/keys.h"
 
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
@@ -1201,8 +1202,9 @@ static analysis_t *analyze_text(const char *sql, size_t len)
 	analysis_t *a = NULL;
 	char error_copy[ANALYZE_MAX_ERROR_LEN + 1];
 	int bound = 0;
-	if (len >= ANALYZE_NESTING_CHECK_LEN && measure_nesting(sql, &bound) &&
-	    bound > ANALYZE_MAX_NESTING) {
+	if ((len >= ANALYZE_NESTING_CHECK_LEN && measure_nesting(sql, &bound) &&
+	     bound > ANALYZE_MAX_NESTING) ||
+	    keys_too_deep_to_parse(sql, len)) {
 		set_parse_error(b, "statement nested too deeply to analyse; sent to the primary",
 		                0);
 		a = freeze(b);

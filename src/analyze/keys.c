@@ -1896,7 +1896,7 @@ static bool nests_deeper_than(const char *sql, int limit)
 
 /* Whether sql must not be parsed on this thread. A tree level takes at
  * least two bytes of text, so shorter texts need no measuring. */
-static bool too_deep_to_parse(const char *sql, size_t len)
+bool keys_too_deep_to_parse(const char *sql, size_t len)
 {
 	int limit = parse_depth_limit();
 	if (len / 2 <= (size_t)limit)
@@ -2026,7 +2026,7 @@ static void extract_tree(builder_t *b, const PgQuery__ParseResult *tree)
  * out of memory. The tree is freed only after freeze() copied out of it. */
 static keys_facts_t *extract_text(builder_t *b, const char *sql, size_t len)
 {
-	if (too_deep_to_parse(sql, len)) {
+	if (keys_too_deep_to_parse(sql, len)) {
 		b->f.truncated = true;
 		return freeze(b);
 	}

@@ -237,6 +237,15 @@ keys_facts_t *keys_extract(const char *sql, size_t len, const keys_table_t *tabl
 void keys_free(keys_facts_t *f);
 
 /*
+ * Whether the NUL-terminated sql (len bytes) may nest deeper than the
+ * calling thread's remaining stack lets libpg_query parse (its parser, its
+ * protobuf output and unpacking recurse per tree level, ~1.9 KiB each):
+ * from the tokens alone, counting JOIN and set-operation chains and CASE
+ * nesting. Every parse of client text must ask first (analyze.c does).
+ */
+bool keys_too_deep_to_parse(const char *sql, size_t len);
+
+/*
  * Debug rendering for `shardgate explain` and tests, parts separated by "; ":
  *   "truncated" and "parse error" when set;
  *   per rel: "app.users(u)#0 block1 in block0 stmt1 target nullable: COND" (the schema is

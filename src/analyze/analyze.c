@@ -16,6 +16,7 @@
 #include "analyze/analyze.h"
 #include "analyze/analyze_internal.h"
 #include "analyze/keys.h"
+#include "analyze/pgtree.h"
 
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
@@ -341,57 +342,17 @@ static void visit_message(builder_t *b, const ProtobufCMessage *msg)
 	}
 }
 
-/*
- * Walks every message reachable from msg by protobuf-c reflection. A Node is
- * a oneof over ~250 node types: only its set member is followed.
- */
-static void walk_message(builder_t *b, const ProtobufCMessage *msg, int depth)
+static pgtree_action_t visit_cb(const ProtobufCMessage *msg, void *arg)
 {
-	if (depth > ANALYZE_MAX_WALK_DEPTH) {
+	visit_message(arg, msg);
+	return PGTREE_DESCEND;
+}
+
+/* Walks every message reachable from msg (pgtree.h), noting what it sees. */
+static void walk_message(builder_t *b, const ProtobufCMessage *msg)
+{
+	if (!pgtree_walk(msg, ANALYZE_MAX_WALK_DEPTH, visit_cb, b))
 		b->scan.too_deep = true;
-		return;
-	}
-	const ProtobufCMessageDescriptor *d = msg->descriptor;
-	const char *base = (const char *)msg;
-
-	if (d == &pg_query__node__descriptor) {
-		const PgQuery__Node *node = (const PgQuery__Node *)msg;
-		if (node->node_case == PG_QUERY__NODE__NODE__NOT_SET)
-			return;
-		const ProtobufCFieldDescriptor *f =
-		    protobuf_c_message_descriptor_get_field(d, (unsigned)node->node_case);
-		if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
-			return;
-		const ProtobufCMessage *child =
-		    *(const ProtobufCMessage *const *)(base + f->offset);
-		if (child)
-			walk_message(b, child, depth + 1);
-		return;
-	}
-
-	visit_message(b, msg);
-
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-			continue;
-		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-			continue;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t n = *(const size_t *)(base + f->quantifier_offset);
-			const ProtobufCMessage *const *items =
-			    *(const ProtobufCMessage *const *const *)(base + f->offset);
-			for (size_t j = 0; j < n; j++)
-				if (items[j])
-					walk_message(b, items[j], depth + 1);
-		} else {
-			const ProtobufCMessage *child =
-			    *(const ProtobufCMessage *const *)(base + f->offset);
-			if (child)
-				walk_message(b, child, depth + 1);
-		}
-	}
 }
 
 /* ---- classification of one top-level statement ---- */
@@ -1153,7 +1114,7 @@ static void analyze_tree(builder_t *b, const PgQuery__ParseResult *tree)
 
 		memset(&b->scan, 0, sizeof(b->scan));
 		if (raw->stmt) {
-			walk_message(b, &raw->stmt->base, 0);
+			walk_message(b, &raw->stmt->base);
 			classify_statement(b, raw->stmt, st);
 		} else {
 			st->kind = ANALYZE_KIND_WRITE;

@@ -17,6 +17,8 @@
  */
 #include "merge/plan.h"
 
+#include "analyze/pgtree.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -412,35 +414,14 @@ typedef struct {
 	bool too_deep;
 } expr_scan_t;
 
-/*
- * Walks every message under msg by protobuf-c reflection (as analyze.c
- * does), stopping at a nested SELECT: its aggregates belong to it.
- */
-static void scan_expr(const ProtobufCMessage *msg, expr_scan_t *scan, int depth)
+/* Notes window functions, aggregates and GROUPING() (pgtree.h), stopping at
+ * a nested SELECT: its aggregates belong to it. */
+static pgtree_action_t scan_visit(const ProtobufCMessage *msg, void *arg)
 {
-	if (depth > PLAN_MAX_WALK_DEPTH) {
-		scan->too_deep = true;
-		return;
-	}
+	expr_scan_t *scan = arg;
 	const ProtobufCMessageDescriptor *d = msg->descriptor;
-	const char *base = (const char *)msg;
-
-	if (d == &pg_query__node__descriptor) {
-		const PgQuery__Node *node = (const PgQuery__Node *)msg;
-		if (node->node_case == PG_QUERY__NODE__NODE__NOT_SET)
-			return;
-		const ProtobufCFieldDescriptor *f =
-		    protobuf_c_message_descriptor_get_field(d, (unsigned)node->node_case);
-		if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
-			return;
-		const ProtobufCMessage *child =
-		    *(const ProtobufCMessage *const *)(base + f->offset);
-		if (child)
-			scan_expr(child, scan, depth + 1);
-		return;
-	}
 	if (d == &pg_query__select_stmt__descriptor)
-		return;
+		return PGTREE_SKIP;
 	if (d == &pg_query__func_call__descriptor) {
 		const PgQuery__FuncCall *call = (const PgQuery__FuncCall *)msg;
 		if (call->over)
@@ -450,34 +431,20 @@ static void scan_expr(const ProtobufCMessage *msg, expr_scan_t *scan, int depth)
 	} else if (d == &pg_query__grouping_func__descriptor) {
 		scan->grouping_func = true;
 	}
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-			continue;
-		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-			continue;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t n = *(const size_t *)(base + f->quantifier_offset);
-			const ProtobufCMessage *const *items =
-			    *(const ProtobufCMessage *const *const *)(base + f->offset);
-			for (size_t j = 0; j < n; j++)
-				if (items[j])
-					scan_expr(items[j], scan, depth + 1);
-		} else {
-			const ProtobufCMessage *child =
-			    *(const ProtobufCMessage *const *)(base + f->offset);
-			if (child)
-				scan_expr(child, scan, depth + 1);
-		}
-	}
+	return PGTREE_DESCEND;
+}
+
+static void scan_expr(const ProtobufCMessage *msg, expr_scan_t *scan)
+{
+	if (!pgtree_walk(msg, PLAN_MAX_WALK_DEPTH, scan_visit, scan))
+		scan->too_deep = true;
 }
 
 static bool scan_node(planner_t *pl, const PgQuery__Node *node, expr_scan_t *scan)
 {
 	memset(scan, 0, sizeof(*scan));
 	if (node)
-		scan_expr(&node->base, scan, 0);
+		scan_expr(&node->base, scan);
 	if (scan->too_deep)
 		return refuse(pl, "expression nested too deeply to plan over several shards");
 	if (scan->window)

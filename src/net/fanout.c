@@ -528,20 +528,9 @@ static int leg_index(const fanout_t *f, const server_t *s)
 /* After COMMIT: where the write ended in this shard's WAL (read_your_writes). */
 static void note_commit_lsn(fanout_t *f, fan_leg_t *leg, const uint8_t *msg, size_t len)
 {
-	proto_reader_t r;
-	uint16_t n;
-	int32_t vlen;
-	const uint8_t *value;
-	char text[64];
 	uint64_t lsn;
-	proto_reader_init(&r, msg + 5, len - 5);
-	if (proto_read_u16(&r, &n) && n == 1 && proto_read_i32(&r, &vlen) && vlen > 0 &&
-	    vlen < (int32_t)sizeof(text) && proto_read_bytes(&r, (size_t)vlen, &value)) {
-		memcpy(text, value, (size_t)vlen);
-		text[vlen] = '\0';
-		if (health_parse_lsn(text, &lsn))
-			client_note_write_lsn(f->client, leg->shard, lsn);
-	}
+	if (relay_parse_lsn_row(msg, len, &lsn))
+		client_note_write_lsn(f->client, leg->shard, lsn);
 }
 
 /* Pipeline: a leg's answer goes to the client message it is owed for. */
@@ -1409,8 +1398,9 @@ static bool owe(fan_leg_t *leg, int idx, uint8_t kind)
 	return true;
 }
 
-/* The leg after the pool linked its server: BEGIN, then the statements. */
-static void stream_linked(fanout_t *f)
+/* The server the pool linked to the client becomes the leg being
+ * acquired, and its transaction begins (as the client's began, if it did). */
+static void stream_take_server(fanout_t *f)
 {
 	client_t *c = f->client;
 	fan_leg_t *leg = &f->legs[f->acquiring];
@@ -1426,7 +1416,13 @@ static void stream_linked(fanout_t *f)
 	leg->running = true;
 	f->n_acquired++;
 	f->acquiring = -1;
-	client_process_input(c); /* the rest of the pipeline */
+}
+
+/* The leg after the pool linked its server: BEGIN, then the statements. */
+static void stream_linked(fanout_t *f)
+{
+	stream_take_server(f);
+	client_process_input(f->client); /* the rest of the pipeline */
 }
 
 /*
@@ -1469,19 +1465,7 @@ static int stream_leg(fanout_t *f, int shard)
 	if (!pool_acquire(leg->pool, c))
 		return -1; /* fanout_on_linked, or fanout_on_pool_error */
 	c->state = CLIENT_ACTIVE;
-	fan_leg_t *l = &f->legs[i];
-	server_t *s = c->server;
-	c->server = NULL;
-	l->server = s;
-	s->fan = f;
-	s->client = c;
-	relay_prepare_link(s, c);
-	relay_set_stmt(s->worker, &s->unnamed, NULL);
-	proto_put_query(&s->out, c->deferred_begin ? c->deferred_begin : "BEGIN");
-	l->preamble_z = 1;
-	l->running = true;
-	f->n_acquired++;
-	f->acquiring = -1;
+	stream_take_server(f);
 	return i;
 }
 

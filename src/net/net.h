@@ -417,6 +417,8 @@ bool relay_send_internal_query(server_t *s, const char *sql);
  * answered to the client (ErrorResponse, ReadyForQuery): a refusal inside
  * a transaction aborts it as PostgreSQL would. */
 bool relay_send_refusal(server_t *s, const char *sqlstate, const char *message);
+/* The pg_lsn in a DataRow message of one column (whole message); false if none. */
+bool relay_parse_lsn_row(const uint8_t *msg, size_t len, uint64_t *lsn);
 /* The same for a query returning one pg_lsn, kept in client->captured_lsn. */
 bool relay_send_lsn_query(server_t *s, const char *sql);
 void relay_reset_pending(server_t *s);

@@ -622,6 +622,23 @@ static bool error_is_fatal(const uint8_t *msg, size_t len)
  * Handles one message from a server connection that has finished logging
  * in. Returns false when the server connection must be closed.
  */
+bool relay_parse_lsn_row(const uint8_t *msg, size_t len, uint64_t *lsn)
+{
+	/* DataRow: Int16 1, Int32 length, the pg_lsn as text. */
+	proto_reader_t r;
+	uint16_t n;
+	int32_t vlen;
+	const uint8_t *value;
+	char text[64];
+	proto_reader_init(&r, msg + 5, len - 5);
+	if (!proto_read_u16(&r, &n) || n != 1 || !proto_read_i32(&r, &vlen) || vlen <= 0 ||
+	    vlen >= (int32_t)sizeof(text) || !proto_read_bytes(&r, (size_t)vlen, &value))
+		return false;
+	memcpy(text, value, (size_t)vlen);
+	text[vlen] = '\0';
+	return health_parse_lsn(text, lsn);
+}
+
 bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t len)
 {
 	client_t *c = s->client;
@@ -658,21 +675,9 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 	}
 
 	if (type == 'D' && p->capture_lsn) {
-		/* DataRow: Int16 1, Int32 length, the pg_lsn as text. */
-		proto_reader_t r;
-		uint16_t n;
-		int32_t vlen;
-		const uint8_t *value;
-		char text[64];
 		uint64_t lsn;
-		proto_reader_init(&r, msg + 5, len - 5);
-		if (c && proto_read_u16(&r, &n) && n == 1 && proto_read_i32(&r, &vlen) && vlen > 0 &&
-		    vlen < (int32_t)sizeof(text) && proto_read_bytes(&r, (size_t)vlen, &value)) {
-			memcpy(text, value, (size_t)vlen);
-			text[vlen] = '\0';
-			if (health_parse_lsn(text, &lsn))
-				c->captured_lsn = lsn;
-		}
+		if (c && relay_parse_lsn_row(msg, len, &lsn))
+			c->captured_lsn = lsn;
 		return true;
 	}
 	if (type == 'E' && c && buf_avail(&c->replay) > 0 && error_is_fatal(msg, len)) {

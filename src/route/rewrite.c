@@ -3,6 +3,8 @@
  */
 #include "route/rewrite.h"
 
+#include "analyze/pgtree.h"
+
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
 #include <stdio.h>
@@ -17,50 +19,24 @@ typedef struct {
 	bool too_deep;
 } param_walk_t;
 
-/* Collects every ParamRef reachable from msg (protobuf-c reflection). */
-static void walk(param_walk_t *w, const ProtobufCMessage *msg, int depth)
+/* Collects every ParamRef (pgtree.h). */
+static pgtree_action_t collect_param(const ProtobufCMessage *msg, void *arg)
 {
-	if (depth > REWRITE_MAX_DEPTH) {
-		w->too_deep = true;
-		return;
-	}
-	const ProtobufCMessageDescriptor *d = msg->descriptor;
-	const char *base = (const char *)msg;
-	if (d == &pg_query__param_ref__descriptor) {
-		if (w->n == w->cap) {
-			int cap = w->cap ? w->cap * 2 : 64;
-			PgQuery__ParamRef **refs = realloc(w->refs, sizeof(*refs) * (size_t)cap);
-			if (!refs) {
-				w->too_deep = true;
-				return;
-			}
-			w->refs = refs;
-			w->cap = cap;
+	param_walk_t *w = arg;
+	if (msg->descriptor != &pg_query__param_ref__descriptor)
+		return PGTREE_DESCEND;
+	if (w->n == w->cap) {
+		int cap = w->cap ? w->cap * 2 : 64;
+		PgQuery__ParamRef **refs = realloc(w->refs, sizeof(*refs) * (size_t)cap);
+		if (!refs) {
+			w->too_deep = true;
+			return PGTREE_SKIP;
 		}
-		w->refs[w->n++] = (PgQuery__ParamRef *)msg;
-		return;
+		w->refs = refs;
+		w->cap = cap;
 	}
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-			continue;
-		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-			continue;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t n = *(const size_t *)(base + f->quantifier_offset);
-			const ProtobufCMessage *const *items =
-			    *(const ProtobufCMessage *const *const *)(base + f->offset);
-			for (size_t j = 0; j < n; j++)
-				if (items[j])
-					walk(w, items[j], depth + 1);
-		} else {
-			const ProtobufCMessage *child =
-			    *(const ProtobufCMessage *const *)(base + f->offset);
-			if (child)
-				walk(w, child, depth + 1);
-		}
-	}
+	w->refs[w->n++] = (PgQuery__ParamRef *)msg;
+	return PGTREE_SKIP;
 }
 
 static char *fail(char *err, size_t errlen, const char *message)
@@ -119,7 +95,8 @@ char *rewrite_insert_rows(const char *sql, const int *row_shard, int n_rows, int
 	values->n_values_lists = n_kept;
 
 	/* Renumber the parameters that remain: $old -> $new, dense, ordered. */
-	walk(&pw, &tree->base, 0);
+	if (!pgtree_walk(&tree->base, REWRITE_MAX_DEPTH, collect_param, &pw))
+		pw.too_deep = true;
 	if (pw.too_deep) {
 		fail(err, errlen, "INSERT too deep to split");
 		goto restore;

@@ -1342,34 +1342,15 @@ static bool transaction_moves(client_t *c, const uint8_t *data, size_t len)
 static void track_session_stmt(client_t *c, uint8_t type, const uint8_t *msg, size_t total)
 {
 	proto_reader_t r;
-	const char *name, *query;
-	size_t name_len, query_len;
-	uint16_t n_types;
+	const char *name;
+	size_t name_len;
 	uint8_t what;
 	proto_reader_init(&r, msg + 5, total - 5);
-	if (type == 'P' && proto_read_cstr(&r, &name, &name_len) &&
-	    proto_read_cstr(&r, &query, &query_len) && proto_read_u16(&r, &n_types) &&
-	    proto_reader_left(&r) == (size_t)n_types * 4) {
-		stmt_t *st = stmt_intern(c->worker, query, query_len, msg + 5 + r.pos - 2,
-					 2 + (size_t)n_types * 4);
-		if (!st)
-			return;
-		if (name_len == 0) {
-			relay_set_stmt(c->worker, &c->unnamed, st);
-			stmt_unref(c->worker, st);
-			return;
-		}
-		stmt_t *old = hashmap_remove(&c->stmts, name, name_len);
-		if (old)
-			stmt_unref(c->worker, old);
-		if (!hashmap_put(&c->stmts, name, name_len, st))
-			stmt_unref(c->worker, st);
-	} else if (type == 'C' && proto_read_u8(&r, &what) && what == 'S' &&
-		   proto_read_cstr(&r, &name, &name_len) && name_len > 0) {
-		stmt_t *old = hashmap_remove(&c->stmts, name, name_len);
-		if (old)
-			stmt_unref(c->worker, old);
-	}
+	if (type == 'P')
+		client_register_parse(c, msg + 5, total - 5, true, NULL, NULL);
+	else if (type == 'C' && proto_read_u8(&r, &what) && what == 'S' &&
+		 proto_read_cstr(&r, &name, &name_len))
+		client_forget_stmt(c, name, name_len);
 }
 
 /*

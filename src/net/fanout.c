@@ -315,35 +315,15 @@ static bool note_client_unit(fanout_t *f, client_t *c, const uint8_t *data, size
 		size_t total;
 		proto_frame(data + pos, len - pos, len, &type, &total);
 		if (type == 'P') {
-			proto_reader_t r;
-			const char *name, *query;
-			size_t name_len, query_len;
-			uint16_t n_types;
-			proto_reader_init(&r, data + pos + 5, total - 5);
-			if (!proto_read_cstr(&r, &name, &name_len) ||
-			    !proto_read_cstr(&r, &query, &query_len) || !proto_read_u16(&r, &n_types))
+			const char *name = "";
+			parse_reg_t reg = client_register_parse(c, data + pos + 5, total - 5, false,
+								&name, NULL);
+			if (reg == PARSE_DUPLICATE)
+				snprintf(why, whylen, "prepared statement \"%s\" already exists", name);
+			else if (reg == PARSE_MALFORMED)
+				snprintf(why, whylen, "invalid Parse message");
+			if (reg != PARSE_REGISTERED && reg != PARSE_SAME)
 				return false;
-			stmt_t *st = stmt_intern(c->worker, query, query_len,
-						 data + pos + 5 + r.pos - 2, 2 + (size_t)n_types * 4);
-			if (!st)
-				return false;
-			if (name_len == 0) {
-				relay_set_stmt(c->worker, &c->unnamed, st);
-				stmt_unref(c->worker, st);
-			} else {
-				stmt_t *old = hashmap_get(&c->stmts, name, name_len);
-				if (old) {
-					stmt_unref(c->worker, st);
-					if (old != st) {
-						snprintf(why, whylen,
-							 "prepared statement \"%s\" already exists", name);
-						return false;
-					}
-				} else if (!hashmap_put(&c->stmts, name, name_len, st)) {
-					stmt_unref(c->worker, st);
-					return false;
-				}
-			}
 		}
 		pos += total;
 	}
@@ -1498,37 +1478,14 @@ static void stream_refuse(fanout_t *f, int idx, const char *sqlstate, const char
 /* Registers the client's Parse as its statement (relay_parse's bookkeeping). */
 static bool stream_parse(fanout_t *f, const uint8_t *body, size_t len, int idx)
 {
-	client_t *c = f->client;
-	proto_reader_t r;
-	const char *name, *query;
-	size_t name_len, query_len;
-	uint16_t n_types;
-	proto_reader_init(&r, body, len);
-	if (!proto_read_cstr(&r, &name, &name_len) || !proto_read_cstr(&r, &query, &query_len) ||
-	    !proto_read_u16(&r, &n_types) || proto_reader_left(&r) != (size_t)n_types * 4)
-		return false;
-	stmt_t *st = stmt_intern(c->worker, query, query_len, body + r.pos - 2,
-				 2 + (size_t)n_types * 4);
-	if (!st)
-		return false;
-	if (name_len == 0) {
-		relay_set_stmt(c->worker, &c->unnamed, st);
-		stmt_unref(c->worker, st);
-		return true;
-	}
-	stmt_t *old = hashmap_get(&c->stmts, name, name_len);
-	if (old) {
-		stmt_unref(c->worker, st);
+	const char *name = "";
+	parse_reg_t reg = client_register_parse(f->client, body, len, false, &name, NULL);
+	if (reg == PARSE_SAME || reg == PARSE_DUPLICATE) {
 		char text[160];
-		snprintf(text, sizeof(text), "prepared statement \"%s\" already exists", name);
+		snprintf(text, sizeof(text), "prepared statement \"%.100s\" already exists", name);
 		stream_refuse(f, idx, "42P05", text);
-		return true;
 	}
-	if (!hashmap_put(&c->stmts, name, name_len, st)) {
-		stmt_unref(c->worker, st);
-		return false;
-	}
-	return true;
+	return reg != PARSE_MALFORMED && reg != PARSE_NO_MEMORY;
 }
 
 /* Routes one Bind; returns the shard, or -1 after answering it with an error. */
@@ -1919,11 +1876,8 @@ static bool stream_message(fanout_t *f, uint8_t type, const uint8_t *msg, size_t
 		proto_reader_init(&r, body, body_len);
 		m->type = 'C';
 		m->leg = -1;
-		if (proto_read_u8(&r, &what) && proto_read_cstr(&r, &name, &name_len) && what == 'S') {
-			stmt_t *st = name_len ? hashmap_remove(&c->stmts, name, name_len) : NULL;
-			if (st)
-				stmt_unref(c->worker, st);
-		}
+		if (proto_read_u8(&r, &what) && proto_read_cstr(&r, &name, &name_len) && what == 'S')
+			client_forget_stmt(c, name, name_len);
 		break;
 	}
 	case 'B': {

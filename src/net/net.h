@@ -76,6 +76,21 @@ typedef struct stmt {
 	route_class_t route_class;
 } stmt_t;
 
+/* A client's Parse (its body, after type and length) made its statement,
+ * named or unnamed, as relay_parse does for a client whose names the proxy
+ * keeps. replace: an existing name is replaced instead of reported. */
+typedef enum {
+	PARSE_REGISTERED,
+	PARSE_SAME,      /* the name exists with this very statement */
+	PARSE_DUPLICATE, /* the name exists with another statement (42P05) */
+	PARSE_MALFORMED,
+	PARSE_NO_MEMORY
+} parse_reg_t;
+parse_reg_t client_register_parse(client_t *c, const uint8_t *body, size_t len, bool replace,
+				  const char **name, stmt_t **existing);
+/* Forgets the client's named statement (Close, DEALLOCATE); no name: nothing. */
+void client_forget_stmt(client_t *c, const char *name, size_t len);
+
 stmt_t *stmt_intern(worker_t *w, const char *query, size_t query_len, const uint8_t *types,
 		    size_t types_len);
 void stmt_ref(stmt_t *s);

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "net/net.h"
+#include "proto/proto.h"
 
 /*
  * The parameters PostgreSQL 15 reports with ParameterStatus (GUC_REPORT)
@@ -196,4 +197,50 @@ void stmt_unref(worker_t *w, stmt_t *s)
 	free(s->key);
 	free(s->query);
 	free(s);
+}
+
+parse_reg_t client_register_parse(client_t *c, const uint8_t *body, size_t len, bool replace,
+				  const char **name_out, stmt_t **existing)
+{
+	proto_reader_t r;
+	const char *name, *query;
+	size_t name_len, query_len;
+	uint16_t n_types;
+	proto_reader_init(&r, body, len);
+	if (!proto_read_cstr(&r, &name, &name_len) || !proto_read_cstr(&r, &query, &query_len) ||
+	    !proto_read_u16(&r, &n_types) || proto_reader_left(&r) != (size_t)n_types * 4)
+		return PARSE_MALFORMED;
+	if (name_out)
+		*name_out = name;
+	stmt_t *st = stmt_intern(c->worker, query, query_len, body + r.pos - 2,
+				 2 + (size_t)n_types * 4);
+	if (!st)
+		return PARSE_NO_MEMORY;
+	if (name_len == 0) {
+		relay_set_stmt(c->worker, &c->unnamed, st);
+		stmt_unref(c->worker, st);
+		return PARSE_REGISTERED;
+	}
+	stmt_t *old = hashmap_get(&c->stmts, name, name_len);
+	if (old && !replace) {
+		if (existing)
+			*existing = old;
+		bool same = old == st;
+		stmt_unref(c->worker, st);
+		return same ? PARSE_SAME : PARSE_DUPLICATE;
+	}
+	if (old)
+		client_forget_stmt(c, name, name_len);
+	if (!hashmap_put(&c->stmts, name, name_len, st)) {
+		stmt_unref(c->worker, st);
+		return PARSE_NO_MEMORY;
+	}
+	return PARSE_REGISTERED;
+}
+
+void client_forget_stmt(client_t *c, const char *name, size_t len)
+{
+	stmt_t *old = len ? hashmap_remove(&c->stmts, name, len) : NULL;
+	if (old)
+		stmt_unref(c->worker, old);
 }

@@ -81,45 +81,85 @@ static int directory_cb(int table, const char *key, size_t len, void *arg)
 	return directory_cached(arg, table, key, len);
 }
 
-/* Parses a Bind body's parameters into p (arrays owned by the caller). */
-static bool read_bind_params(const uint8_t *body, size_t len, shard_params_t *p,
-			     const uint8_t ***values, int32_t **lengths, int16_t **formats)
+#define BIND_INLINE_PARAMS 16
+
+/* A Bind's parameters; arrays inline for the common few, else on the heap. */
+typedef struct {
+	shard_params_t p;
+	const uint8_t *values_inline[BIND_INLINE_PARAMS];
+	int32_t lengths_inline[BIND_INLINE_PARAMS];
+	int16_t formats_inline[BIND_INLINE_PARAMS];
+	const uint8_t **values;
+	int32_t *lengths;
+	int16_t *formats;
+} bind_params_t;
+
+static void bind_params_free(bind_params_t *b)
+{
+	if (b->values != b->values_inline) {
+		free(b->values);
+		free(b->lengths);
+		free(b->formats);
+	}
+	b->values = NULL;
+	b->lengths = NULL;
+	b->formats = NULL;
+}
+
+/* Parses a Bind body's parameters (values point into the body). */
+static bool read_bind_params(const uint8_t *body, size_t len, bind_params_t *b)
 {
 	proto_reader_t r;
 	proto_reader_init(&r, body, len);
 	uint16_t n_formats, n_params;
-	if (!proto_read_cstr(&r, NULL, NULL) || !proto_read_cstr(&r, NULL, NULL) ||
-	    !proto_read_u16(&r, &n_formats))
-		return false;
 	const uint8_t *fmt;
-	if (!proto_read_bytes(&r, (size_t)n_formats * 2, &fmt) || !proto_read_u16(&r, &n_params))
+	b->values = NULL;
+	b->lengths = NULL;
+	b->formats = NULL;
+	if (!proto_read_cstr(&r, NULL, NULL) || !proto_read_cstr(&r, NULL, NULL) ||
+	    !proto_read_u16(&r, &n_formats) || !proto_read_bytes(&r, (size_t)n_formats * 2, &fmt) ||
+	    !proto_read_u16(&r, &n_params) || (n_formats > 1 && n_formats != n_params))
 		return false;
-	if (n_formats > 1 && n_formats != n_params)
-		return false;
-	*values = calloc(n_params ? n_params : 1, sizeof(**values));
-	*lengths = calloc(n_params ? n_params : 1, sizeof(**lengths));
-	*formats = calloc(n_params ? n_params : 1, sizeof(**formats));
-	if (!*values || !*lengths || !*formats)
-		return false;
+	if (n_params <= BIND_INLINE_PARAMS) {
+		b->values = b->values_inline;
+		b->lengths = b->lengths_inline;
+		b->formats = b->formats_inline;
+	} else {
+		b->values = calloc(n_params, sizeof(*b->values));
+		b->lengths = calloc(n_params, sizeof(*b->lengths));
+		b->formats = calloc(n_params, sizeof(*b->formats));
+		if (!b->values || !b->lengths || !b->formats)
+			return false;
+	}
 	for (int i = 0; i < n_params; i++) {
 		int32_t vlen;
 		if (!proto_read_i32(&r, &vlen))
 			return false;
-		(*formats)[i] = n_formats == 0 ? 0
+		b->formats[i] = n_formats == 0   ? 0
 				: n_formats == 1 ? (int16_t)buf_get_u16(fmt)
 						 : (int16_t)buf_get_u16(fmt + 2 * i);
-		(*lengths)[i] = vlen < 0 ? 0 : vlen;
-		if (vlen < 0)
-			continue;
-		const uint8_t *v;
-		if (!proto_read_bytes(&r, (size_t)vlen, &v))
+		b->lengths[i] = vlen < 0 ? 0 : vlen;
+		b->values[i] = NULL;
+		if (vlen >= 0 && !proto_read_bytes(&r, (size_t)vlen, &b->values[i]))
 			return false;
-		(*values)[i] = v;
 	}
-	p->n = n_params;
-	p->values = *values;
-	p->lengths = *lengths;
-	p->formats = *formats;
+	b->p = (shard_params_t){n_params, b->values, b->lengths, b->formats};
+	return true;
+}
+
+/* Gives the unit its own copy of the parameters (a fan-out keeps them). */
+static bool keep_bind_params(unit_route_t *u, const bind_params_t *b)
+{
+	int n = b->p.n;
+	u->param_values = malloc(sizeof(*u->param_values) * (size_t)(n ? n : 1));
+	u->param_lengths = malloc(sizeof(*u->param_lengths) * (size_t)(n ? n : 1));
+	u->param_formats = malloc(sizeof(*u->param_formats) * (size_t)(n ? n : 1));
+	if (!u->param_values || !u->param_lengths || !u->param_formats)
+		return false;
+	memcpy(u->param_values, b->values, sizeof(*b->values) * (size_t)n);
+	memcpy(u->param_lengths, b->lengths, sizeof(*b->lengths) * (size_t)n);
+	memcpy(u->param_formats, b->formats, sizeof(*b->formats) * (size_t)n);
+	u->params = (shard_params_t){n, u->param_values, u->param_lengths, u->param_formats};
 	return true;
 }
 
@@ -128,15 +168,13 @@ static bool read_bind_params(const uint8_t *body, size_t len, shard_params_t *p,
  * keys the cache lacks are fetched here, blocking this worker for one
  * round trip each (see route/directory.h).
  */
-static void route_statement(client_t *c, const char *sql, size_t len, bool reads,
+static void route_statement(client_t *c, const char *sql, size_t len, const route_class_t *cls,
 			    const shard_params_t *params, shard_route_t *out)
 {
 	worker_t *w = c->worker;
 	const config_t *cfg = w->config;
-	/* The statement's class (by shape: no parse for a known shape). */
-	route_class_t cls;
-	client_classify_text(c, sql, len, &cls);
-	const shard_stmt_info_t *info = &cls.shard_info;
+	bool reads = cls->read;
+	const shard_stmt_info_t *info = &cls->shard_info;
 	const keys_facts_t *f = facts_of(w, sql, len);
 	memset(out, 0, sizeof(*out));
 	if (!f) {
@@ -291,7 +329,7 @@ void sharding_route_unit(client_t *c, const uint8_t *data, size_t len, const rou
 		if (type == 'Q') {
 			if (!proto_read_cstr(&r, &sql, &sql_len))
 				return;
-			route_statement(c, sql, sql_len, cls->read, NULL, &route);
+			route_statement(c, sql, sql_len, cls, NULL, &route);
 			u->replica_ok = cls->read;
 			u->text = sql;
 			u->text_len = sql_len;
@@ -318,11 +356,13 @@ void sharding_route_unit(client_t *c, const uint8_t *data, size_t len, const rou
 				return;
 			const uint8_t *types = NULL;
 			size_t types_len = 0;
+			route_class_t stmt_cls; /* this statement's own class */
 			if (unit_parse_name && strcmp(unit_parse_name, name) == 0) {
 				sql = unit_parse_sql;
 				sql_len = unit_parse_len;
 				types = unit_parse_types;
 				types_len = unit_parse_types_len;
+				client_classify_text(c, sql, sql_len, &stmt_cls);
 			} else {
 				stmt_t *st = name_len ? hashmap_get(&c->stmts, name, name_len)
 						      : c->unnamed;
@@ -332,19 +372,14 @@ void sharding_route_unit(client_t *c, const uint8_t *data, size_t len, const rou
 				sql_len = st->query_len;
 				types = st->types;
 				types_len = st->types_len;
+				client_classify_stmt(c, st, &stmt_cls);
 			}
-			shard_params_t params;
-			const uint8_t **values = NULL;
-			int32_t *lengths = NULL;
-			int16_t *formats = NULL;
-			if (!read_bind_params(data + pos + 5, total - 5, &params, &values, &lengths,
-					      &formats)) {
-				free(values);
-				free(lengths);
-				free(formats);
+			bind_params_t bind;
+			if (!read_bind_params(data + pos + 5, total - 5, &bind)) {
+				bind_params_free(&bind);
 				return; /* malformed: the server answers it */
 			}
-			route_statement(c, sql, sql_len, cls->read, &params, &route);
+			route_statement(c, sql, sql_len, &stmt_cls, &bind.p, &route);
 			bool go_on = unit_add(u, &route, n_executed);
 			shard_route_free(&route);
 			if (u->kind == UNIT_ROUTE_FANOUT && !u->text) {
@@ -355,16 +390,14 @@ void sharding_route_unit(client_t *c, const uint8_t *data, size_t len, const rou
 				u->bind = data + pos + 5;
 				u->bind_len = total - 5;
 				u->extended = true;
-				u->replica_ok = cls->read;
-				u->param_values = values;
-				u->param_lengths = lengths;
-				u->param_formats = formats;
-				u->params = params;
-			} else {
-				free(values);
-				free(lengths);
-				free(formats);
+				u->replica_ok = stmt_cls.read;
+				if (!keep_bind_params(u, &bind)) {
+					bind_params_free(&bind);
+					unit_refuse(u, "53200", "out of memory");
+					return;
+				}
 			}
+			bind_params_free(&bind);
 			if (!go_on)
 				return;
 		}

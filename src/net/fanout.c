@@ -153,6 +153,7 @@ static bool txn_may_write(fanout_t *f, int shard, int idx);
 static bool txn_end_bind(fanout_t *f, const uint8_t *msg, size_t total);
 static bool copy_maybe_start(fanout_t *f);
 static size_t copy_feed(fanout_t *f, const uint8_t *data, size_t len);
+static int next_frame(client_t *c, const uint8_t *data, size_t len, uint8_t *type, size_t *total);
 
 /* ---- building what each leg is sent ---- */
 
@@ -2095,24 +2096,34 @@ static size_t stream_handoff(fanout_t *f, const uint8_t *data, size_t pos, size_
 	return pos; /* the caller routes the rest of the unit */
 }
 
+/* The client's next message: 1 when whole, 0 when more must come, -1
+ * when its length is invalid (the client is then closed). */
+static int next_frame(client_t *c, const uint8_t *data, size_t len, uint8_t *type, size_t *total)
+{
+	frame_status_t st = proto_frame(data, len, c->worker->config->max_message_size, type, total);
+	if (st == FRAME_NEED_MORE)
+		return 0;
+	if (st != FRAME_OK) {
+		client_fatal(c, "08P01", "invalid message length");
+		return -1;
+	}
+	return 1;
+}
+
 size_t fanout_feed(client_t *c, const uint8_t *data, size_t len)
 {
 	fanout_t *f = c->fan;
-	const config_t *cfg = c->worker->config;
 	size_t pos = 0;
 	if (f->copy)
 		return copy_feed(f, data, len);
 	while (pos < len && c->fan == f && fanout_wants_input(c) && c->state != CLIENT_CLOSED) {
 		uint8_t type;
 		size_t total;
-		frame_status_t st =
-		    proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total);
-		if (st == FRAME_NEED_MORE)
+		int got = next_frame(c, data + pos, len - pos, &type, &total);
+		if (got == 0)
 			break;
-		if (st != FRAME_OK) {
-			client_fatal(c, "08P01", "invalid message length");
+		if (got < 0)
 			return pos;
-		}
 		if (type == 'X') {
 			client_close(c, "client terminated");
 			return pos + total;
@@ -2261,20 +2272,16 @@ static void copy_row(void *arg, const uint8_t *row, size_t row_len, const char *
 static size_t copy_feed(fanout_t *f, const uint8_t *data, size_t len)
 {
 	client_t *c = f->client;
-	const config_t *cfg = c->worker->config;
 	size_t pos = 0;
 	char err[320];
 	while (pos < len && c->fan == f && !f->copy_ended && !legs_backlogged(f)) {
 		uint8_t type;
 		size_t total;
-		frame_status_t st =
-		    proto_frame(data + pos, len - pos, cfg->max_message_size, &type, &total);
-		if (st == FRAME_NEED_MORE)
+		int got = next_frame(c, data + pos, len - pos, &type, &total);
+		if (got == 0)
 			break;
-		if (st != FRAME_OK) {
-			client_fatal(c, "08P01", "invalid message length");
+		if (got < 0)
 			return pos;
-		}
 		const uint8_t *body = data + pos + 5;
 		size_t body_len = total - 5;
 		pos += total;

@@ -344,8 +344,9 @@ void sharding_route_unit(client_t *c, const uint8_t *data, size_t len, const rou
 			uint16_t n_types;
 			if (!proto_read_cstr(&r, &unit_parse_name, NULL) ||
 			    !proto_read_cstr(&r, &unit_parse_sql, &unit_parse_len) ||
-			    !proto_read_u16(&r, &n_types))
-				return;
+			    !proto_read_u16(&r, &n_types) ||
+			    proto_reader_left(&r) != (size_t)n_types * 4)
+				return; /* malformed: the relay refuses it */
 			unit_parse_types = data + pos + 5 + r.pos - 2;
 			unit_parse_types_len = 2 + (size_t)n_types * 4;
 		}

@@ -401,6 +401,18 @@ def l_garbage_after_login():
         note("random bytes after login #%d: handled in %.2fs" % (i, time.monotonic() - t0))
 
 
+def n_parse_type_count_lies():
+    """A Parse over a sharded table (fanned out to every shard) that claims
+    1,000 parameter types and carries none: refused, nothing read past it."""
+    s, r = login()
+    body = b"\0SELECT id FROM sg_users\0" + struct.pack("!H", 1000)
+    bind = b"\0\0" + struct.pack("!HHH", 0, 0, 0)
+    s.sendall(msg(b"P", body) + msg(b"B", bind) + msg(b"E", b"\0" + struct.pack("!I", 0)) +
+              msg(b"S"))
+    expect_error_or_close(r, "08P01", "Parse with a parameter count past its end")
+    s.close()
+
+
 def m_bad_startups():
     # No user: PostgreSQL answers 28000; the proxy must refuse it somehow.
     s = sock()
@@ -474,5 +486,6 @@ run_parts([
     case("(k) 200 silent connections", k_silent_connections),
     case("(l) random bytes after login", l_garbage_after_login),
     case("(m) bad startup packets", m_bad_startups),
+    case("(n) Parse whose type count lies", n_parse_type_count_lies),
     ("proxy log is JSON lines", check_log),
 ], cleanup)

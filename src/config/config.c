@@ -1504,21 +1504,67 @@ static bool load_ranges(loader_t *ld, yaml_node_t *node, const char *path, cfg_t
 	return true;
 }
 
-/* directory: { shard, table, assign } with defaults for each. */
+/* directory.pinned: { key: shard, ... } (keys in text form, each once). */
+static bool load_pins(loader_t *ld, yaml_node_t *node, const char *path, cfg_table_t *table)
+{
+	char sub[CFG_KEYPATH_MAX];
+
+	if (!node || node_is_null(node))
+		return true;
+	if (!ld_visit(ld, node))
+		return false;
+	if (node->type != YAML_MAPPING_NODE)
+		return ld_fail(ld, node, "%s: expected a mapping { key: shard }, got %s", path,
+		               node_kind(node));
+	ptrdiff_t n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
+	if (n > CFG_MAX_RANGES)
+		return ld_fail(ld, node, "%s: too many entries (%td, at most %d)", path, n,
+		               CFG_MAX_RANGES);
+	if (n == 0)
+		return true;
+	table->pins = calloc((size_t)n, sizeof(cfg_pin_t));
+	if (!table->pins)
+		return ld_fail(ld, node, "%s: out of memory", path);
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+	     pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key = ld_node(ld, pair->key);
+		yaml_node_t *value = ld_node(ld, pair->value);
+		cfg_pin_t *pin = &table->pins[table->n_pins];
+
+		if (!key || !value)
+			return false;
+		if (!ld_string(ld, key, path, pin->key, sizeof(pin->key)))
+			return false;
+		keypath_join(sub, sizeof(sub), path, pin->key);
+		for (int i = 0; i < table->n_pins; i++)
+			if (strcmp(table->pins[i].key, pin->key) == 0)
+				return ld_fail(ld, key, "%s: pinned twice (first at line %d)", sub,
+				               table->pins[i].line);
+		if (!ld_shard_ref(ld, value, sub, &pin->shard))
+			return false;
+		pin->line = node_line(key);
+		table->n_pins++;
+	}
+	return true;
+}
+
+/* directory: { shard, table, assign, pinned } with defaults for each. */
 static bool load_directory(loader_t *ld, yaml_node_t *node, const char *path, cfg_table_t *table)
 {
-	static const char *const keys[] = {"shard", "table", "assign"};
-	yaml_node_t *v[3];
+	static const char *const keys[] = {"shard", "table", "assign", "pinned"};
+	yaml_node_t *v[4];
 	char sub[CFG_KEYPATH_MAX];
 	const char *text = "";
 
 	table->directory_shard = ld->config->default_shard;
 	snprintf(table->directory_table, sizeof(table->directory_table), "shardgate.directory");
 	table->assign = ASSIGN_ROUND_ROBIN;
-	if (!ld_mapping(ld, node, path, keys, 3, v))
+	if (!ld_mapping(ld, node, path, keys, 4, v))
 		return false;
 	if (v[0] && !ld_shard_ref(ld, v[0], keypath_join(sub, sizeof(sub), path, "shard"),
 	                          &table->directory_shard))
+		return false;
+	if (!load_pins(ld, v[3], keypath_join(sub, sizeof(sub), path, "pinned"), table))
 		return false;
 	if (v[1] && !ld_name(ld, v[1], keypath_join(sub, sizeof(sub), path, "table"), 1,
 	                     table->directory_table, sizeof(table->directory_table)))
@@ -2105,6 +2151,7 @@ void config_free(config_t *config)
 		for (int i = 0; i < config->n_tables; i++) {
 			free(config->tables[i].placement);
 			free(config->tables[i].ranges);
+			free(config->tables[i].pins);
 		}
 		free(config->tables);
 	}
@@ -2358,6 +2405,9 @@ static void print_table(const config_t *config, const cfg_table_t *table, FILE *
 		else
 			fprintf(out, "%s\n",
 			        table->assign == ASSIGN_LEAST_ROWS ? "least_rows" : "round_robin");
+		for (int i = 0; i < table->n_pins; i++)
+			fprintf(out, "    pinned %s -> %s\n", table->pins[i].key,
+			        config->shards[table->pins[i].shard].name);
 		break;
 	case STRATEGY_REFERENCE:
 		fprintf(out, " (a copy on every shard)\n");

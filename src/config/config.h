@@ -88,6 +88,14 @@ typedef struct {
 	int line;
 } cfg_range_t;
 
+/* A directory key pinned to a shard (directory.pinned): new rows of the key
+ * go there, and `rebalance` moves the key's rows there. */
+typedef struct {
+	char key[256];
+	int shard;
+	int line;
+} cfg_pin_t;
+
 typedef struct {
 	char name[CONFIG_NAME_MAX * 2 + 2]; /* [schema.]table */
 	char key[CONFIG_NAME_MAX + 1];      /* empty for reference tables */
@@ -105,6 +113,8 @@ typedef struct {
 	char directory_table[CONFIG_NAME_MAX * 2 + 2];
 	assign_t assign;
 	int assign_shard; /* for ASSIGN_FIXED */
+	cfg_pin_t *pins;  /* directory.pinned: keys placed on a named shard */
+	int n_pins;
 	int line;
 } cfg_table_t;
 

@@ -27,6 +27,8 @@
 #include "route/explain.h"
 #include "route/shard.h"
 #include "route/twophase.h"
+#include "rebalance/rebalance.h"
+#include "rebalance/verify.h"
 
 static void usage(FILE *out)
 {
@@ -38,12 +40,19 @@ static void usage(FILE *out)
 		"  shardgate check -c FILE                           validate a configuration\n"
 		"  shardgate explain -c FILE \"SQL\" [PARAM...]        show how a statement is routed\n"
 		"  shardgate passwd USER                             print a SCRAM verifier for auth.users\n"
+		"  shardgate rebalance plan -c OLD --to NEW          the data movements from map OLD to NEW\n"
+		"  shardgate rebalance apply -c OLD --to NEW [--proxy HOST:PORT ...] [--dry-run]\n"
+		"                                                    carry them out online (resumable)\n"
+		"  shardgate rebalance abort -c OLD --to NEW [--proxy HOST:PORT ...]\n"
+		"                                                    undo what has not cut over\n"
+		"  shardgate rebalance verify -c FILE                check every row is where FILE puts it\n"
 		"  shardgate --version | --help\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE   the shard map (default: shardmap.yaml)\n"
 		"  -d, --daemon        detach and run in the background\n"
-		"  --pidfile FILE      write the process id to FILE\n",
+		"  --pidfile FILE      write the process id to FILE\n"
+		"  rebalance: --batch N (buckets per unit), --database NAME, --proxy-user NAME\n",
 		SHARDGATE_VERSION);
 }
 
@@ -55,6 +64,8 @@ typedef struct {
 	const char *params[64]; /* explain: values of $1, $2, ... (text) */
 	int n_params;
 	bool daemon;
+	const char *subcommand; /* rebalance plan|apply|abort|verify */
+	rb_options_t rb;
 } options_t;
 
 static bool parse_options(int argc, char **argv, options_t *opt)
@@ -64,10 +75,26 @@ static bool parse_options(int argc, char **argv, options_t *opt)
 	opt->config_path = "shardmap.yaml";
 	if (i < argc && argv[i][0] != '-')
 		opt->command = argv[i++];
+	if (strcmp(opt->command, "rebalance") == 0 && i < argc && argv[i][0] != '-')
+		opt->subcommand = argv[i++];
 	for (; i < argc; i++) {
 		const char *a = argv[i];
+		bool more = i + 1 < argc;
 		if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
 			opt->config_path = argv[++i];
+		} else if (opt->subcommand && strcmp(a, "--to") == 0 && more) {
+			opt->rb.new_path = argv[++i];
+		} else if (opt->subcommand && strcmp(a, "--proxy") == 0 && more &&
+			   opt->rb.n_proxies < RB_MAX_PROXIES) {
+			opt->rb.proxies[opt->rb.n_proxies++] = argv[++i];
+		} else if (opt->subcommand && strcmp(a, "--proxy-user") == 0 && more) {
+			opt->rb.proxy_user = argv[++i];
+		} else if (opt->subcommand && strcmp(a, "--database") == 0 && more) {
+			opt->rb.database = argv[++i];
+		} else if (opt->subcommand && strcmp(a, "--batch") == 0 && more) {
+			opt->rb.batch = atoi(argv[++i]);
+		} else if (opt->subcommand && strcmp(a, "--dry-run") == 0) {
+			opt->rb.dry_run = true;
 		} else if (strcmp(a, "-d") == 0 || strcmp(a, "--daemon") == 0) {
 			opt->daemon = true;
 		} else if (strcmp(a, "--pidfile") == 0 && i + 1 < argc) {
@@ -175,6 +202,7 @@ static int serve(const options_t *opt)
 	health_stop();
 	if (opt->pidfile)
 		unlink(opt->pidfile);
+	remap_shutdown(); /* maps a rebalance switched to share parts of config */
 	config_free(config);
 	return 0;
 }
@@ -353,6 +381,38 @@ static int passwd(const options_t *opt)
 	return 0;
 }
 
+/* `shardgate rebalance plan|apply|abort|verify`. */
+static int rebalance(options_t *opt)
+{
+	const char *sub = opt->subcommand ? opt->subcommand : "";
+	opt->rb.old_path = opt->config_path;
+	if (strcmp(sub, "verify") == 0) {
+		char err[1024];
+		config_t *config;
+		if (!config_load(opt->config_path, &config, err, sizeof(err))) {
+			fprintf(stderr, "%s\n", err);
+			return 2;
+		}
+		int rc = rb_verify(config, stdout);
+		config_free(config);
+		return rc;
+	}
+	bool known = strcmp(sub, "plan") == 0 || strcmp(sub, "apply") == 0 ||
+		     strcmp(sub, "abort") == 0;
+	if (!known || !opt->rb.new_path) {
+		fprintf(stderr, "shardgate rebalance: %s\n",
+			known ? "give the new map with --to NEW"
+			      : "expected plan, apply, abort or verify");
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(sub, "plan") == 0)
+		return rb_plan_command(&opt->rb);
+	if (strcmp(sub, "apply") == 0)
+		return rb_apply_command(&opt->rb);
+	return rb_abort_command(&opt->rb);
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -378,6 +438,8 @@ int main(int argc, char **argv)
 		return explain(&opt);
 	if (strcmp(opt.command, "passwd") == 0)
 		return passwd(&opt);
+	if (strcmp(opt.command, "rebalance") == 0)
+		return rebalance(&opt);
 	fprintf(stderr, "shardgate: unknown command \"%s\"\n", opt.command);
 	usage(stderr);
 	return 2;

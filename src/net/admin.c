@@ -6,7 +6,8 @@
  * same authentication as everyone. It speaks the simple query protocol;
  * every answer is an ordinary result set of text columns, so psql and any
  * driver can read it. Commands (case does not matter, a trailing ';' is
- * fine): SHOW VERSION, SHOW SHARDS, SHOW NODES, SHOW CONFIG, SHOW ROUTE <sql>.
+ * fine): SHOW VERSION, SHOW SHARDS, SHOW NODES, SHOW CONFIG, SHOW ROUTE <sql>,
+ * and the rebalance cut-over's SHOW REBALANCE and REBALANCE ... (remap.c).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -276,6 +277,10 @@ bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
 	char esc[256];
 	log_info("admin_command", "\"client\":%llu,\"user\":\"%s\",\"command\":\"%s\"",
 		 (unsigned long long)c->id, c->user, log_json_escape(esc, sizeof(esc), cmd ? cmd : ""));
+	if (cmd && remap_command(c, cmd)) {
+		free(cmd); /* answered, or to be answered when the pause holds */
+		return true;
+	}
 	if (!cmd) {
 		proto_put_error(out, "ERROR", "53200", "out of memory");
 	} else if (!cmd[0]) {

@@ -177,6 +177,7 @@ void client_close(client_t *c, const char *reason)
 		pool_cancel_wait(c->pool, c);
 	if (c->fan)
 		fanout_abort(c);
+	remap_forget(c);
 	detach_server(c);
 	limits_leave(c);
 	c->state = CLIENT_CLOSED;
@@ -1327,6 +1328,11 @@ static bool transaction_moves(client_t *c, const uint8_t *data, size_t len)
 		return false;
 	unit_route_t ur;
 	sharding_route_unit(c, data, unit_len, &cls, &ur);
+	if (ur.kind == UNIT_ROUTE_PAUSE) {
+		unit_route_free(&ur);
+		remap_park(c);
+		return false;
+	}
 	bool moves = (ur.kind == UNIT_ROUTE_SHARD && ur.shard != c->server->pool->shard) ||
 		     ur.kind == UNIT_ROUTE_PIPELINE;
 	if (ur.kind == UNIT_ROUTE_SHARD && !moves)
@@ -1386,6 +1392,11 @@ static void check_transaction_shard(client_t *c, uint8_t type, const uint8_t *ms
 		return;
 	unit_route_t ur;
 	sharding_route_message(c, type, msg, total, &cls, &ur);
+	if (ur.kind == UNIT_ROUTE_PAUSE) {
+		unit_route_free(&ur);
+		remap_park(c);
+		return;
+	}
 	const config_t *cfg = c->worker->config;
 	int here = c->server->pool->shard;
 	char text[320];
@@ -1424,7 +1435,8 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 	 * write, a replica's replay position, a rollback before moving to the
 	 * primary), the client's next unit waits, to be routed afterwards. */
 	while (pos < len && c->state != CLIENT_CLOSED && !c->checking && !c->switching &&
-	       !c->capturing && (!c->fan || fanout_wants_input(c))) {
+	       !c->capturing && !c->rm_is_parked && !c->rm_waiting &&
+	       (!c->fan || fanout_wants_input(c))) {
 		if (c->fan) {
 			/* A streamed pipeline takes the client's messages. */
 			size_t used = fanout_feed(c, data + pos, len - pos);
@@ -1497,7 +1509,13 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			classify_unit(c, data + pos, len - pos, &cls, &unit_len);
 			if (unit_len == 0 && may_need_shards(c, data + pos, len - pos)) {
 				/* An unfinished pipeline over sharded tables: run
-				 * it as it comes, each statement on its shard. */
+				 * it as it comes, each statement on its shard. Not
+				 * during a rebalance cut-over: its statements could
+				 * not wait one by one. */
+				if (remap_active(c->worker)) {
+					remap_park(c);
+					break;
+				}
 				if (!fanout_start_stream(c)) {
 					client_fatal(c, "53200", "out of memory");
 					return pos;
@@ -1513,6 +1531,13 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			if (unit_len > 0 && cls.configured_tables && sharding_active(cfg)) {
 				unit_route_t ur;
 				sharding_route_unit(c, data + pos, unit_len, &cls, &ur);
+				if (ur.kind == UNIT_ROUTE_PAUSE) {
+					/* A rebalance cut-over holds its rows: it
+					 * waits, unread, until the map switched. */
+					unit_route_free(&ur);
+					remap_park(c);
+					break;
+				}
 				if (ur.kind == UNIT_ROUTE_PIPELINE && c->deferred_begin) {
 					ur.kind = UNIT_ROUTE_REFUSE;
 					snprintf(ur.sqlstate, sizeof(ur.sqlstate), "0A000");
@@ -1627,11 +1652,16 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 			}
 			continue;
 		}
+		if (c->rm_is_parked)
+			break;
 		if (cfg->pool.mode == POOL_SESSION && sharding_active(cfg) && !c->refusing)
 			track_session_stmt(c, type, msg, total);
 		if (!c->refusing && !c->unit_checked && (type == 'Q' || type == 'B') &&
-		    sharding_active(cfg))
+		    sharding_active(cfg)) {
 			check_transaction_shard(c, type, msg, total);
+			if (c->rm_is_parked)
+				break;
+		}
 		if (c->refusing) {
 			/* The unit's messages are dropped; the server's answer to
 			 * the refusal answers them. */

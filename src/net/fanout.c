@@ -1522,6 +1522,9 @@ static int stream_route_bind(fanout_t *f, const uint8_t *msg, size_t total, int 
 		} else if (ur.kind == UNIT_ROUTE_REFUSE) {
 			stream_refuse(f, idx, ur.sqlstate, ur.message);
 			shard = -1;
+		} else if (ur.kind == UNIT_ROUTE_PAUSE) {
+			stream_refuse(f, idx, "55P03", REMAP_BUSY_MESSAGE);
+			shard = -1;
 		} else if (ur.kind != UNIT_ROUTE_DEFAULT && !f->txn && f->binds_sent == 0) {
 			shard = -3; /* the first statement to run needs several shards */
 		} else if (ur.kind != UNIT_ROUTE_DEFAULT) {
@@ -1717,6 +1720,8 @@ static bool txn_query(fanout_t *f, const uint8_t *msg, size_t total)
 		} else if (ur.kind == UNIT_ROUTE_REFUSE) {
 			snprintf(text, sizeof(text), "%s", ur.message);
 			refusal = text;
+		} else if (ur.kind == UNIT_ROUTE_PAUSE) {
+			refusal = REMAP_BUSY_MESSAGE;
 		} else if (ur.kind != UNIT_ROUTE_DEFAULT) {
 			refusal = "a statement over several shards inside a transaction over several "
 				  "shards is not supported";

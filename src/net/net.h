@@ -238,6 +238,14 @@ struct client {
 				  there (read_your_writes); allocated at the first */
 	client_t *wait_next, *wait_prev;
 	int64_t wait_start_ms;
+	/* rebalance cut-over (remap.c) */
+	int64_t rm_exempt;     /* the pause its running transaction began before */
+	bool rm_is_parked;     /* its next statement waits for the cut-over */
+	int64_t rm_parked_ms;
+	client_t *rm_next, *rm_prev;
+	bool rm_waiting;       /* an admin client waiting for a pause to take hold */
+	struct event *rm_timer;
+	int64_t rm_version, rm_started_ms, rm_deadline_ms;
 	int64_t connect_ms;
 	client_t *next, *prev; /* worker's list */
 	bool in_free_list;
@@ -279,11 +287,28 @@ struct worker {
 	server_t *free_servers;
 	pthread_mutex_t cancel_lock;
 	cancel_request_t *cancel_queue;
+	/* rebalance cut-over (remap.c) */
+	struct event *ev_remap;
+	struct event *ev_remap_poll;
+	uint64_t rm_gen;
+	int64_t rm_pause; /* the pause in place here, 0 none */
+	const config_t *rm_view;
+	const struct rb_unit *rm_unit;
+	struct {
+		client_t *client;
+		uint64_t id;
+	} *rm_exempt;
+	int rm_n_exempt, rm_cap_exempt;
+	client_t *rm_parked;
+	atomic_int rm_draining;
+	atomic_int rm_n_parked;
+	atomic_int_fast64_t rm_acted;
 };
 
 /* Process-wide state shared by the workers. */
 typedef struct {
-	const config_t *config;
+	const config_t *config;	       /* the map in use (a rebalance switches it) */
+	const config_t *loaded_config; /* as loaded from the file */
 	worker_t *workers;
 	int n_workers;
 	atomic_int n_clients;
@@ -354,7 +379,8 @@ typedef enum {
 	UNIT_ROUTE_SHARD,   /* every statement on `shard` */
 	UNIT_ROUTE_FANOUT,  /* one statement on several shards: `route` */
 	UNIT_ROUTE_PIPELINE, /* statements on several shards, one each: `bind_shards` */
-	UNIT_ROUTE_REFUSE   /* answer `sqlstate`, `message` */
+	UNIT_ROUTE_REFUSE,  /* answer `sqlstate`, `message` */
+	UNIT_ROUTE_PAUSE    /* a rebalance cut-over holds its rows: wait (remap.c) */
 } unit_route_kind_t;
 
 typedef struct {
@@ -392,6 +418,26 @@ void sharding_free_worker(worker_t *w);
 bool admin_is_console(const char *database);
 bool admin_may_enter(const config_t *config, const char *user);
 bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len);
+
+/* Rebalance cut-over (remap.c). */
+struct event_base;
+void remap_sync(worker_t *w);
+void remap_on_event(int fd, short what, void *arg);
+void remap_free_worker(worker_t *w);
+/* The statement touches rows held by a pause, and must wait. */
+bool remap_must_wait(client_t *c, const shard_stmt_info_t *info, const keys_facts_t *facts,
+		     bool reads, const shard_params_t *params);
+bool remap_active(worker_t *w);
+/* For a statement that cannot wait (inside a pipeline or a transaction
+ * already running over several shards). */
+#define REMAP_BUSY_MESSAGE                                                                     \
+	"its rows are being moved by a rebalance cut-over (a few milliseconds); run it again"
+void remap_park(client_t *c);
+void remap_forget(client_t *c);
+/* An admin command of remap.c's (REBALANCE ..., SHOW REBALANCE): answered
+ * (possibly later) and true; false when it is not one. */
+bool remap_command(client_t *c, const char *cmd);
+void remap_shutdown(void);
 
 /* One statement on several shards (fanout.c). */
 bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_t *u, char *why,

@@ -185,6 +185,11 @@ static void route_statement(client_t *c, const char *sql, size_t len, const rout
 	}
 	for (int i = 0; i < LOOKUPS_PER_UNIT; i++) {
 		shard_route(cfg, info, f, reads, params, directory_cb, (void *)cfg, out);
+		if (out->status == SHARD_ROUTE_OK && remap_must_wait(c, info, f, reads, params)) {
+			shard_route_free(out);
+			out->status = SHARD_ROUTE_PAUSED;
+			return;
+		}
 		if (out->status != SHARD_ROUTE_LOOKUP)
 			return;
 		char err[256] = "";
@@ -248,6 +253,10 @@ static bool unit_add(unit_route_t *u, shard_route_t *r, int n_executed)
 {
 	if (r->status == SHARD_ROUTE_REFUSE) {
 		unit_refuse(u, r->sqlstate ? r->sqlstate : "0A000", r->message);
+		return false;
+	}
+	if (r->status == SHARD_ROUTE_PAUSED) {
+		u->kind = UNIT_ROUTE_PAUSE;
 		return false;
 	}
 	int s = -1;

@@ -240,7 +240,9 @@ static bool worker_init(worker_t *w, int index, const config_t *config, char *er
 	w->ev_cancel = event_new(w->base, -1, 0, on_cancel, w);
 	w->ev_stop = event_new(w->base, -1, 0, on_stop, w);
 	w->ev_janitor = event_new(w->base, -1, EV_PERSIST, on_janitor, w);
-	if (!w->ev_listen || !w->ev_reap || !w->ev_cancel || !w->ev_stop || !w->ev_janitor) {
+	w->ev_remap = event_new(w->base, -1, 0, remap_on_event, w);
+	if (!w->ev_listen || !w->ev_reap || !w->ev_cancel || !w->ev_stop || !w->ev_janitor ||
+	    !w->ev_remap) {
 		snprintf(err, errlen, "out of memory");
 		return false;
 	}
@@ -258,6 +260,7 @@ bool net_start(const config_t *config, char *err, size_t errlen)
 		return false;
 	}
 	proxy.config = config;
+	proxy.loaded_config = config;
 	proxy.n_workers = config->workers;
 	proxy.workers = calloc((size_t)config->workers, sizeof(worker_t));
 	if (!proxy.workers) {
@@ -313,6 +316,8 @@ void net_wait(void)
 		event_free(w->ev_cancel);
 		event_free(w->ev_stop);
 		event_free(w->ev_janitor);
+		event_free(w->ev_remap);
+		remap_free_worker(w);
 		event_base_free(w->base);
 		pthread_mutex_destroy(&w->cancel_lock);
 		free(w->scratch);

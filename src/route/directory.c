@@ -231,7 +231,12 @@ int directory_fetch(const config_t *config, const char *database, int table, con
 		/* A new key: record the assignment before any row is written.
 		 * A concurrent insert of the same key wins or loses here; the
 		 * SELECT above then reads the one that won. */
-		int chosen = assign_shard(config, table, conn, err, errlen);
+		int chosen = -1;
+		for (int i = 0; i < t->n_pins; i++)
+			if (strcmp(t->pins[i].key, text) == 0)
+				chosen = t->pins[i].shard; /* directory.pinned */
+		if (chosen < 0)
+			chosen = assign_shard(config, table, conn, err, errlen);
 		if (chosen < 0) {
 			free(text);
 			return -2;

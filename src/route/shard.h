@@ -67,7 +67,8 @@ typedef enum {
 	SHARD_ROUTE_OK,      /* run on `shards` */
 	SHARD_ROUTE_REFUSE,  /* answer 0A000 (or `sqlstate`) with `message` */
 	SHARD_ROUTE_LOOKUP,  /* a directory key is not cached: see lookup_* */
-	SHARD_ROUTE_PARAMS   /* the target depends on Bind parameters not given */
+	SHARD_ROUTE_PARAMS,  /* the target depends on Bind parameters not given */
+	SHARD_ROUTE_PAUSED   /* a rebalance cut-over holds its rows: wait (net/remap.c) */
 } shard_route_status_t;
 
 typedef struct {

@@ -1,0 +1,700 @@
+/*
+ * remap.c - the running proxy's side of a rebalance cut-over.
+ *
+ * The rebalance CLI moves one unit (some hash buckets, a key range, some
+ * directory keys: rebalance/units.h) at a time and, at its cut-over, tells
+ * every proxy through the admin console:
+ *
+ *   REBALANCE PAUSE <version> '<unit>' [<timeout ms>]
+ *       Statements that touch the unit's rows wait (others keep running);
+ *       answers once every transaction that was already running when the
+ *       pause began has ended, so nothing can still write those rows the
+ *       old way. Gives up, resumes and fails after the timeout (5 s).
+ *   REBALANCE SWITCH <version> '<unit>'
+ *       Loads the map with the unit moved (map version <version>) and lets
+ *       the waiting statements go, routed by it.
+ *   REBALANCE RESUME <version>
+ *       Lets them go by the old map (the cut-over was abandoned).
+ *   SHOW REBALANCE
+ *       The map version, the pause, and how long statements waited.
+ *
+ * A statement touches the unit exactly when it names a table of the unit's
+ * co-location group and its route under the pause view (the map with the
+ * unit's rows on a phantom shard) includes that phantom shard. A proxy
+ * never routes a paused unit the old way once it answered PAUSE: only
+ * SWITCH or RESUME from the CLI ends the pause.
+ *
+ * Threads: the command arrives on one worker; the shared state below is
+ * guarded by a mutex and its generation counter tells each worker to act
+ * (remap_sync, on the worker's own thread: through ev_remap at once, and
+ * lazily at its next routing decision).
+ */
+#include <event2/event.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "net/io.h"
+#include "net/net.h"
+#include "proto/proto.h"
+#include "rebalance/units.h"
+#include "route/directory.h"
+
+#define PAUSE_TIMEOUT_MS 5000
+#define DRAIN_POLL_MS 1
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_uint_fast64_t generation = 1;
+static atomic_int_fast64_t max_wait_ms;	    /* longest wait of a statement, last pause */
+static atomic_uint_fast64_t paused_total;   /* statements that waited, ever */
+static struct {
+	int64_t version; /* of the map in use: 0 as loaded, then each SWITCH's */
+	bool paused;
+	int64_t pause_version;
+	char *pause_spec;
+	rb_unit_t unit;	 /* of the pause */
+	config_t *view;	 /* the pause view */
+	config_t *next;	 /* the map after the unit moved */
+	int64_t paused_at_ms;
+	config_t **retired; /* derived maps, freed at exit (workers may hold them) */
+	int n_retired;
+	rb_unit_t *old_units; /* units of past pauses (workers may hold them) */
+	int n_old_units;
+} st;
+
+static void retire(config_t *c)
+{
+	if (!c)
+		return;
+	config_t **r = realloc(st.retired, sizeof(*r) * (size_t)(st.n_retired + 1));
+	if (!r)
+		return; /* leaked rather than freed under a worker */
+	st.retired = r;
+	st.retired[st.n_retired++] = c;
+}
+
+static void retire_unit(void)
+{
+	rb_unit_t *u = realloc(st.old_units, sizeof(*u) * (size_t)(st.n_old_units + 1));
+	if (!u)
+		return;
+	st.old_units = u;
+	st.old_units[st.n_old_units++] = st.unit;
+	memset(&st.unit, 0, sizeof(st.unit));
+}
+
+void remap_shutdown(void)
+{
+	if (proxy.config && proxy.config != proxy.loaded_config)
+		retire((config_t *)proxy.config);
+	proxy.config = proxy.loaded_config;
+	for (int i = 0; i < st.n_retired; i++)
+		rb_config_free(st.retired[i]);
+	free(st.retired);
+	for (int i = 0; i < st.n_old_units; i++)
+		rb_unit_free(&st.old_units[i]);
+	free(st.old_units);
+	rb_unit_free(&st.unit);
+	free(st.pause_spec);
+	memset(&st, 0, sizeof(st));
+}
+
+static void wake_workers(void)
+{
+	atomic_fetch_add(&generation, 1);
+	for (int i = 0; i < proxy.n_workers; i++)
+		if (proxy.workers[i].ev_remap)
+			event_active(proxy.workers[i].ev_remap, EV_READ, 0);
+}
+
+/* ---- the worker's side ---- */
+
+/* A transaction (or a unit already routed) is under way for the client. */
+static bool client_busy(const client_t *c)
+{
+	if (c->state == CLIENT_CLOSED)
+		return false;
+	if (c->fan || c->state == CLIENT_WAITING)
+		return true;
+	return c->server && (c->server->tx_status != 'I' || c->server->pending_count > 0);
+}
+
+static void drain_poll(evutil_socket_t fd, short what, void *arg);
+
+/* Drops exemptions of clients seen idle; publishes how many remain. */
+static void drain_count(worker_t *w)
+{
+	int kept = 0;
+	for (int i = 0; i < w->rm_n_exempt; i++) {
+		client_t *c = w->rm_exempt[i].client;
+		bool same = c->id == w->rm_exempt[i].id && c->state != CLIENT_CLOSED &&
+			    !c->in_free_list;
+		if (same && client_busy(c)) {
+			w->rm_exempt[kept++] = w->rm_exempt[i];
+		} else if (same) {
+			c->rm_exempt = 0;
+		}
+	}
+	w->rm_n_exempt = kept;
+	atomic_store(&w->rm_draining, kept);
+	if (kept > 0 && w->ev_remap_poll) {
+		struct timeval tv = io_timeval(DRAIN_POLL_MS);
+		event_add(w->ev_remap_poll, &tv);
+	}
+}
+
+static void drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	drain_count(arg);
+}
+
+/* Lets the worker's waiting statements go (by whatever map is in use). */
+static void release_parked(worker_t *w)
+{
+	client_t *list = w->rm_parked;
+	w->rm_parked = NULL;
+	int64_t now = net_now_ms();
+	while (list) {
+		client_t *c = list;
+		list = c->rm_next;
+		c->rm_next = c->rm_prev = NULL;
+		c->rm_is_parked = false;
+		int64_t waited = now - c->rm_parked_ms;
+		int64_t seen = atomic_load(&max_wait_ms);
+		while (waited > seen && !atomic_compare_exchange_weak(&max_wait_ms, &seen, waited))
+			;
+		client_process_input(c);
+		if (c->state != CLIENT_CLOSED && c->server)
+			server_flush(c->server);
+	}
+	atomic_store(&w->rm_n_parked, 0);
+}
+
+void remap_sync(worker_t *w)
+{
+	uint64_t g = atomic_load(&generation);
+	if (w->rm_gen == g)
+		return;
+	pthread_mutex_lock(&lock);
+	const config_t *map = proxy.config;
+	const config_t *view = st.paused ? st.view : NULL;
+	const rb_unit_t *unit = st.paused ? &st.unit : NULL;
+	int64_t pause_version = st.paused ? st.pause_version : 0;
+	pthread_mutex_unlock(&lock);
+	w->rm_gen = g;
+	if (w->config != map) {
+		w->config = map;
+		free(w->key_tables); /* names point into the map */
+		w->key_tables = NULL;
+	}
+	if (view && w->rm_pause != pause_version) {
+		/* A new pause: what is already under way goes on the old way
+		 * (exempt), and the pause is answered once it has ended. */
+		w->rm_pause = pause_version;
+		w->rm_view = view;
+		w->rm_unit = unit;
+		w->rm_n_exempt = 0;
+		for (client_t *c = w->clients; c; c = c->next) {
+			if (!client_busy(c) || c->admin)
+				continue;
+			if (w->rm_n_exempt == w->rm_cap_exempt) {
+				int cap = w->rm_cap_exempt ? w->rm_cap_exempt * 2 : 64;
+				void *n = realloc(w->rm_exempt, sizeof(*w->rm_exempt) * (size_t)cap);
+				if (!n)
+					break; /* counted as drained: see the log */
+				w->rm_exempt = n;
+				w->rm_cap_exempt = cap;
+			}
+			c->rm_exempt = pause_version;
+			w->rm_exempt[w->rm_n_exempt].client = c;
+			w->rm_exempt[w->rm_n_exempt].id = c->id;
+			w->rm_n_exempt++;
+		}
+		if (!w->ev_remap_poll)
+			w->ev_remap_poll = evtimer_new(w->base, drain_poll, w);
+		drain_count(w);
+		atomic_store(&w->rm_acted, pause_version);
+	} else if (!view && w->rm_view) {
+		w->rm_view = NULL;
+		w->rm_unit = NULL;
+		w->rm_pause = 0;
+		for (int i = 0; i < w->rm_n_exempt; i++)
+			if (w->rm_exempt[i].client->id == w->rm_exempt[i].id)
+				w->rm_exempt[i].client->rm_exempt = 0;
+		w->rm_n_exempt = 0;
+		atomic_store(&w->rm_draining, 0);
+		atomic_store(&w->rm_acted, 0);
+		release_parked(w);
+	}
+}
+
+void remap_on_event(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	remap_sync(arg);
+}
+
+void remap_free_worker(worker_t *w)
+{
+	if (w->ev_remap_poll)
+		event_free(w->ev_remap_poll);
+	w->ev_remap_poll = NULL;
+	free(w->rm_exempt);
+	w->rm_exempt = NULL;
+}
+
+typedef struct {
+	const config_t *view;
+	const rb_unit_t *unit;
+} view_arg_t;
+
+static int view_directory(int table, const char *key, size_t len, void *arg)
+{
+	const view_arg_t *v = arg;
+	if (v->unit->kind == RB_DIRECTORY && table == v->unit->table)
+		for (int i = 0; i < v->unit->n_keys; i++)
+			if (strlen(v->unit->keys[i]) == len && memcmp(v->unit->keys[i], key, len) == 0)
+				return v->view->n_shards - 1;
+	return directory_cached(v->view, table, key, len);
+}
+
+bool remap_must_wait(client_t *c, const shard_stmt_info_t *info, const keys_facts_t *facts,
+		     bool reads, const shard_params_t *params)
+{
+	worker_t *w = c->worker;
+	remap_sync(w);
+	if (!w->rm_view || c->admin)
+		return false;
+	if (c->rm_exempt == w->rm_pause && client_busy(c))
+		return false; /* began before the pause: ends the old way */
+	bool names = false;
+	for (int i = 0; i < facts->n_rels && !names; i++)
+		names = facts->rels[i].table >= 0 && facts->rels[i].table < w->config->n_tables &&
+			rb_unit_has_table(w->config, w->rm_unit, facts->rels[i].table);
+	if (!names)
+		return false;
+	view_arg_t arg = {w->rm_view, w->rm_unit};
+	shard_route_t r;
+	shard_route(w->rm_view, info, facts, reads, params, view_directory, &arg, &r);
+	bool hit = r.status == SHARD_ROUTE_OK ? shardset_has(&r.shards, w->rm_view->n_shards - 1)
+					       : r.status != SHARD_ROUTE_REFUSE;
+	shard_route_free(&r);
+	return hit;
+}
+
+bool remap_active(worker_t *w)
+{
+	remap_sync(w);
+	return w->rm_view != NULL;
+}
+
+void remap_park(client_t *c)
+{
+	worker_t *w = c->worker;
+	if (c->rm_is_parked)
+		return;
+	c->rm_is_parked = true;
+	c->rm_parked_ms = net_now_ms();
+	c->rm_prev = NULL;
+	c->rm_next = w->rm_parked;
+	if (w->rm_parked)
+		w->rm_parked->rm_prev = c;
+	w->rm_parked = c;
+	atomic_fetch_add(&w->rm_n_parked, 1);
+	atomic_fetch_add(&paused_total, 1);
+	io_pause_read(c->ev_read, &c->read_paused);
+}
+
+void remap_forget(client_t *c)
+{
+	worker_t *w = c->worker;
+	if (c->rm_is_parked) {
+		if (c->rm_prev)
+			c->rm_prev->rm_next = c->rm_next;
+		else
+			w->rm_parked = c->rm_next;
+		if (c->rm_next)
+			c->rm_next->rm_prev = c->rm_prev;
+		c->rm_next = c->rm_prev = NULL;
+		c->rm_is_parked = false;
+		atomic_fetch_sub(&w->rm_n_parked, 1);
+	}
+	if (c->rm_timer) {
+		event_free(c->rm_timer);
+		c->rm_timer = NULL;
+	}
+}
+
+/* ---- the admin commands ---- */
+
+static const char *word(const char *p, char *out, size_t outlen)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n')
+		p++;
+	size_t n = 0;
+	while (*p && *p != ' ' && *p != '\t' && *p != '\n') {
+		if (n + 1 < outlen)
+			out[n++] = *p;
+		p++;
+	}
+	out[n] = '\0';
+	return p;
+}
+
+/* An SQL string literal; NULL when there is none. */
+static char *literal(const char **pp)
+{
+	const char *p = *pp;
+	while (*p == ' ' || *p == '\t' || *p == '\n')
+		p++;
+	if (*p != '\'')
+		return NULL;
+	p++;
+	size_t cap = strlen(p) + 1, n = 0;
+	char *out = malloc(cap);
+	if (!out)
+		return NULL;
+	for (;;) {
+		if (!*p) {
+			free(out);
+			return NULL;
+		}
+		if (*p == '\'' && p[1] == '\'') {
+			out[n++] = '\'';
+			p += 2;
+		} else if (*p == '\'') {
+			p++;
+			break;
+		} else {
+			out[n++] = *p++;
+		}
+	}
+	out[n] = '\0';
+	*pp = p;
+	return out;
+}
+
+static void reply_row(client_t *c, const char *command, const char *state, int64_t version,
+		      int64_t ms)
+{
+	buf_t body = {0};
+	/* Row description: state text, version text, ms text. */
+	const char *cols[3] = {"state", "version", "ms"};
+	uint8_t two[2] = {0, 3};
+	buf_append(&body, two, 2);
+	for (int i = 0; i < 3; i++) {
+		static const uint8_t rest[18] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff,
+						 0xff, 0xff, 0xff, 0xff, 0, 0};
+		buf_append(&body, cols[i], strlen(cols[i]) + 1);
+		buf_append(&body, rest, sizeof(rest));
+	}
+	proto_put_message(&c->out, 'T', buf_head(&body), buf_avail(&body));
+	buf_free(&body);
+	char v[32], m[32];
+	snprintf(v, sizeof(v), "%" PRId64, version);
+	snprintf(m, sizeof(m), "%" PRId64, ms);
+	const char *vals[3] = {state, v, m};
+	uint8_t n2[2] = {0, 3};
+	buf_append(&body, n2, 2);
+	for (int i = 0; i < 3; i++) {
+		uint8_t len[4];
+		buf_set_u32(len, (uint32_t)strlen(vals[i]));
+		buf_append(&body, len, 4);
+		buf_append(&body, vals[i], strlen(vals[i]));
+	}
+	proto_put_message(&c->out, 'D', buf_head(&body), buf_avail(&body));
+	buf_free(&body);
+	char tag[64];
+	snprintf(tag, sizeof(tag), "%s", command);
+	proto_put_message(&c->out, 'C', tag, strlen(tag) + 1);
+}
+
+/* Under the lock: ends the pause without a switch. */
+static void resume_locked(void)
+{
+	st.paused = false;
+	retire(st.view);
+	retire(st.next);
+	st.view = st.next = NULL;
+	retire_unit();
+	free(st.pause_spec);
+	st.pause_spec = NULL;
+}
+
+static bool all_drained(int64_t version)
+{
+	for (int i = 0; i < proxy.n_workers; i++) {
+		worker_t *w = &proxy.workers[i];
+		if (atomic_load(&w->rm_acted) != version || atomic_load(&w->rm_draining) > 0)
+			return false;
+	}
+	return true;
+}
+
+static void finish_wait(client_t *c)
+{
+	c->rm_waiting = false;
+	proto_put_ready(&c->out, 'I');
+	client_flush(c);
+	if (c->state != CLIENT_CLOSED)
+		client_process_input(c);
+}
+
+static void pause_wait(evutil_socket_t fd, short what, void *arg)
+{
+	client_t *c = arg;
+	(void)fd;
+	(void)what;
+	int64_t now = net_now_ms();
+	pthread_mutex_lock(&lock);
+	bool still = st.paused && st.pause_version == c->rm_version;
+	bool drained = still && all_drained(c->rm_version);
+	if (still && !drained && now >= c->rm_deadline_ms) {
+		resume_locked();
+		pthread_mutex_unlock(&lock);
+		wake_workers();
+		log_warning("rebalance_pause_timeout", "\"version\":%" PRId64, c->rm_version);
+		proto_put_error(&c->out, "ERROR", "55P03",
+				"transactions that began before the pause did not end in time; "
+				"the pause was lifted");
+		finish_wait(c);
+		return;
+	}
+	pthread_mutex_unlock(&lock);
+	if (!still) {
+		proto_put_error(&c->out, "ERROR", "55000", "the pause ended before it took hold");
+		finish_wait(c);
+		return;
+	}
+	if (drained) {
+		log_info("rebalance_paused", "\"version\":%" PRId64 ",\"drain_ms\":%" PRId64,
+			 c->rm_version, now - c->rm_started_ms);
+		reply_row(c, "REBALANCE PAUSE", "paused", c->rm_version, now - c->rm_started_ms);
+		finish_wait(c);
+		return;
+	}
+	struct timeval tv = io_timeval(DRAIN_POLL_MS);
+	event_add(c->rm_timer, &tv);
+}
+
+static void cmd_pause(client_t *c, int64_t version, const char *spec, int64_t timeout_ms)
+{
+	char err[512];
+	pthread_mutex_lock(&lock);
+	if (version <= st.version) {
+		int64_t have = st.version;
+		pthread_mutex_unlock(&lock);
+		reply_row(c, "REBALANCE PAUSE", "switched", have, 0);
+		proto_put_ready(&c->out, 'I');
+		return;
+	}
+	if (st.paused && st.pause_version != version) {
+		int64_t other = st.pause_version;
+		pthread_mutex_unlock(&lock);
+		snprintf(err, sizeof(err), "another rebalance pause is in place (version %" PRId64 ")",
+			 other);
+		proto_put_error(&c->out, "ERROR", "55000", err);
+		proto_put_ready(&c->out, 'I');
+		return;
+	}
+	if (!st.paused) {
+		rb_unit_t u;
+		config_t *view = NULL, *next = NULL;
+		if (!rb_unit_parse(proxy.config, spec, &u, err, sizeof(err)) ||
+		    !rb_config_apply(proxy.config, &u, true, &view, err, sizeof(err)) ||
+		    !rb_config_apply(proxy.config, &u, false, &next, err, sizeof(err))) {
+			pthread_mutex_unlock(&lock);
+			if (view)
+				rb_config_free(view);
+			rb_unit_free(&u);
+			proto_put_error(&c->out, "ERROR", "22023", err);
+			proto_put_ready(&c->out, 'I');
+			return;
+		}
+		st.unit = u;
+		st.view = view;
+		st.next = next;
+		st.paused = true;
+		st.pause_version = version;
+		st.pause_spec = strdup(spec);
+		st.paused_at_ms = net_now_ms();
+		atomic_store(&max_wait_ms, 0);
+	}
+	pthread_mutex_unlock(&lock);
+	log_info("rebalance_pause", "\"version\":%" PRId64, version);
+	wake_workers();
+	remap_sync(c->worker);
+	c->rm_waiting = true;
+	c->rm_version = version;
+	c->rm_started_ms = net_now_ms();
+	c->rm_deadline_ms = c->rm_started_ms + timeout_ms;
+	if (!c->rm_timer)
+		c->rm_timer = evtimer_new(c->worker->base, pause_wait, c);
+	if (!c->rm_timer) {
+		c->rm_waiting = false;
+		proto_put_error(&c->out, "ERROR", "53200", "out of memory");
+		proto_put_ready(&c->out, 'I');
+		return;
+	}
+	struct timeval tv = io_timeval(0);
+	event_add(c->rm_timer, &tv);
+}
+
+static void cmd_switch(client_t *c, int64_t version, const char *spec)
+{
+	char err[512];
+	pthread_mutex_lock(&lock);
+	if (version <= st.version) {
+		int64_t have = st.version;
+		pthread_mutex_unlock(&lock);
+		reply_row(c, "REBALANCE SWITCH", "switched", have, 0);
+		proto_put_ready(&c->out, 'I');
+		return;
+	}
+	config_t *next = NULL;
+	if (st.paused && st.pause_version == version) {
+		next = st.next;
+		st.next = NULL;
+	} else {
+		rb_unit_t u;
+		if (!rb_unit_parse(proxy.config, spec, &u, err, sizeof(err)) ||
+		    !rb_config_apply(proxy.config, &u, false, &next, err, sizeof(err))) {
+			pthread_mutex_unlock(&lock);
+			rb_unit_free(&u);
+			proto_put_error(&c->out, "ERROR", "22023", err);
+			proto_put_ready(&c->out, 'I');
+			return;
+		}
+		rb_unit_free(&u);
+		if (st.paused)
+			resume_locked(); /* a pause of another version: superseded */
+	}
+	int64_t paused_ms = st.paused ? net_now_ms() - st.paused_at_ms : 0;
+	if (st.paused)
+		resume_locked();
+	if (proxy.config != proxy.loaded_config)
+		retire((config_t *)proxy.config);
+	proxy.config = next;
+	st.version = version;
+	pthread_mutex_unlock(&lock);
+	directory_clear(); /* keys may have moved */
+	wake_workers();
+	remap_sync(c->worker);
+	log_info("rebalance_switch", "\"version\":%" PRId64 ",\"paused_ms\":%" PRId64, version,
+		 paused_ms);
+	reply_row(c, "REBALANCE SWITCH", "switched", version, paused_ms);
+	proto_put_ready(&c->out, 'I');
+}
+
+static void cmd_resume(client_t *c, int64_t version)
+{
+	pthread_mutex_lock(&lock);
+	bool was = st.paused && (version == 0 || st.pause_version == version);
+	if (was)
+		resume_locked();
+	int64_t have = st.version;
+	pthread_mutex_unlock(&lock);
+	if (was)
+		wake_workers();
+	remap_sync(c->worker);
+	log_info("rebalance_resume", "\"version\":%" PRId64 ",\"was_paused\":%s", version,
+		 was ? "true" : "false");
+	reply_row(c, "REBALANCE RESUME", was ? "resumed" : "not paused", have, 0);
+	proto_put_ready(&c->out, 'I');
+}
+
+static void show_rebalance(client_t *c)
+{
+	pthread_mutex_lock(&lock);
+	int64_t version = st.version, pv = st.pause_version;
+	bool paused = st.paused;
+	char spec[512];
+	snprintf(spec, sizeof(spec), "%s", paused && st.pause_spec ? st.pause_spec : "");
+	pthread_mutex_unlock(&lock);
+	int waiting = 0;
+	for (int i = 0; i < proxy.n_workers; i++)
+		waiting += atomic_load(&proxy.workers[i].rm_n_parked);
+	buf_t body = {0};
+	const char *cols[6] = {"map_version", "paused", "pause_version", "unit", "waiting",
+			       "max_wait_ms"};
+	uint8_t two[2] = {0, 6};
+	buf_append(&body, two, 2);
+	for (int i = 0; i < 6; i++) {
+		static const uint8_t rest[18] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff,
+						 0xff, 0xff, 0xff, 0xff, 0, 0};
+		buf_append(&body, cols[i], strlen(cols[i]) + 1);
+		buf_append(&body, rest, sizeof(rest));
+	}
+	proto_put_message(&c->out, 'T', buf_head(&body), buf_avail(&body));
+	buf_free(&body);
+	char a[32], b[32], d[32], e[32];
+	snprintf(a, sizeof(a), "%" PRId64, version);
+	snprintf(b, sizeof(b), "%" PRId64, paused ? pv : 0);
+	snprintf(d, sizeof(d), "%d", waiting);
+	snprintf(e, sizeof(e), "%" PRId64, (int64_t)atomic_load(&max_wait_ms));
+	const char *vals[6] = {a, paused ? "yes" : "no", b, spec, d, e};
+	uint8_t n2[2] = {0, 6};
+	buf_append(&body, n2, 2);
+	for (int i = 0; i < 6; i++) {
+		uint8_t len[4];
+		buf_set_u32(len, (uint32_t)strlen(vals[i]));
+		buf_append(&body, len, 4);
+		buf_append(&body, vals[i], strlen(vals[i]));
+	}
+	proto_put_message(&c->out, 'D', buf_head(&body), buf_avail(&body));
+	buf_free(&body);
+	proto_put_message(&c->out, 'C', "SHOW 1", 7);
+	proto_put_ready(&c->out, 'I');
+}
+
+bool remap_command(client_t *c, const char *cmd)
+{
+	char w1[32], w2[32], w3[32];
+	const char *p = word(cmd, w1, sizeof(w1));
+	p = word(p, w2, sizeof(w2));
+	if (strcasecmp(w1, "SHOW") == 0 && strcasecmp(w2, "REBALANCE") == 0) {
+		show_rebalance(c);
+		return true;
+	}
+	if (strcasecmp(w1, "REBALANCE") != 0)
+		return false;
+	p = word(p, w3, sizeof(w3));
+	char *end;
+	int64_t version = strtoll(w3, &end, 10);
+	if (!w3[0] || *end || version < 0) {
+		proto_put_error(&c->out, "ERROR", "42601",
+				"usage: REBALANCE PAUSE|SWITCH <version> '<unit>' | RESUME <version>");
+		proto_put_ready(&c->out, 'I');
+		return true;
+	}
+	if (strcasecmp(w2, "RESUME") == 0) {
+		cmd_resume(c, version);
+		return true;
+	}
+	char *spec = literal(&p);
+	char w4[32];
+	word(p, w4, sizeof(w4));
+	int64_t timeout = w4[0] ? strtoll(w4, &end, 10) : PAUSE_TIMEOUT_MS;
+	if (!spec || version == 0 || timeout <= 0 || timeout > 600000 ||
+	    (strcasecmp(w2, "PAUSE") != 0 && strcasecmp(w2, "SWITCH") != 0)) {
+		free(spec);
+		proto_put_error(&c->out, "ERROR", "42601",
+				"usage: REBALANCE PAUSE|SWITCH <version> '<unit>' | RESUME <version>");
+		proto_put_ready(&c->out, 'I');
+		return true;
+	}
+	if (strcasecmp(w2, "PAUSE") == 0)
+		cmd_pause(c, version, spec, timeout);
+	else
+		cmd_switch(c, version, spec);
+	free(spec);
+	return true;
+}

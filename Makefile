@@ -83,6 +83,7 @@ bench: deps
 	$(MAKE) shardgate
 	tests/bench/bench.sh
 	tests/bench/shard_bench.sh
+	tests/bench/rebalance_bench.sh
 
 # libFuzzer harnesses (clang, ASan+UBSan) for the protocol readers, SCRAM,
 # the statement analyser and the config loader; FUZZ_SECONDS per harness.

@@ -9,9 +9,12 @@
 --   copying    publication on the source, subscription on the target: the copy and the
 --              catch-up run
 --   cutover    the proxies are being paused (a crash here: apply resumes them and retries)
---   switching  the target was verified equal to the source while paused: from here the unit
---              is moved for good (a crash here: apply finishes the switch)
---   switched   the proxies route the unit to the target; replication objects to drop
+--   switching  the target has every change made before the pause (proven by the marker):
+--              from here the unit is moved for good (a crash here: apply finishes the switch)
+--   switched   the proxies route the unit to the target; statements that would read its rows
+--              left on the source still wait ("settling")
+--   settled    verified (the source's rows against the target as it was at the switch),
+--              deleted from the source, the proxies told; replication objects to drop
 --   done       nothing of the unit is left but its rows on the target
 --   aborted    `rebalance abort` undid it before its cut-over
 --

@@ -291,7 +291,8 @@ struct worker {
 	struct event *ev_remap;
 	struct event *ev_remap_poll;
 	uint64_t rm_gen;
-	int64_t rm_pause; /* the pause in place here, 0 none */
+	int rm_phase;	  /* none, paused, settling (remap.c) */
+	int64_t rm_pause; /* the version of that pause or settling */
 	const config_t *rm_view;
 	const struct rb_unit *rm_unit;
 	struct {
@@ -426,7 +427,7 @@ void remap_on_event(int fd, short what, void *arg);
 void remap_free_worker(worker_t *w);
 /* The statement touches rows held by a pause, and must wait. */
 bool remap_must_wait(client_t *c, const shard_stmt_info_t *info, const keys_facts_t *facts,
-		     bool reads, const shard_params_t *params);
+		     bool reads, const shard_params_t *params, const shard_route_t *route);
 bool remap_active(worker_t *w);
 /* For a statement that cannot wait (inside a pipeline or a transaction
  * already running over several shards). */

@@ -52,15 +52,19 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t generation = 1;
 static atomic_int_fast64_t max_wait_ms;	    /* longest wait of a statement, last pause */
 static atomic_uint_fast64_t paused_total;   /* statements that waited, ever */
+enum { PHASE_NONE, PHASE_PAUSED, PHASE_SETTLING };
+static const char *const phase_names[] = {"no", "paused", "settling"};
+
 static struct {
 	int64_t version; /* of the map in use: 0 as loaded, then each SWITCH's */
-	bool paused;
-	int64_t pause_version;
+	int phase;
+	int64_t pause_version; /* of the pause or the settling */
 	char *pause_spec;
 	rb_unit_t unit;	 /* of the pause */
 	config_t *view;	 /* the pause view */
 	config_t *next;	 /* the map after the unit moved */
 	int64_t paused_at_ms;
+	int64_t settling_at_ms;
 	config_t **retired; /* derived maps, freed at exit (workers may hold them) */
 	int n_retired;
 	rb_unit_t *old_units; /* units of past pauses (workers may hold them) */
@@ -93,6 +97,9 @@ void remap_shutdown(void)
 	if (proxy.config && proxy.config != proxy.loaded_config)
 		retire((config_t *)proxy.config);
 	proxy.config = proxy.loaded_config;
+	retire(st.view); /* a pause still in place at exit */
+	retire(st.next);
+	st.view = st.next = NULL;
 	for (int i = 0; i < st.n_retired; i++)
 		rb_config_free(st.retired[i]);
 	free(st.retired);
@@ -132,8 +139,7 @@ static void drain_count(worker_t *w)
 	int kept = 0;
 	for (int i = 0; i < w->rm_n_exempt; i++) {
 		client_t *c = w->rm_exempt[i].client;
-		bool same = c->id == w->rm_exempt[i].id && c->state != CLIENT_CLOSED &&
-			    !c->in_free_list;
+		bool same = c->id == w->rm_exempt[i].id && c->state != CLIENT_CLOSED;
 		if (same && client_busy(c)) {
 			w->rm_exempt[kept++] = w->rm_exempt[i];
 		} else if (same) {
@@ -184,9 +190,10 @@ void remap_sync(worker_t *w)
 		return;
 	pthread_mutex_lock(&lock);
 	const config_t *map = proxy.config;
-	const config_t *view = st.paused ? st.view : NULL;
-	const rb_unit_t *unit = st.paused ? &st.unit : NULL;
-	int64_t pause_version = st.paused ? st.pause_version : 0;
+	int phase = st.phase;
+	const config_t *view = phase ? st.view : NULL;
+	const rb_unit_t *unit = phase ? &st.unit : NULL;
+	int64_t pause_version = phase ? st.pause_version : 0;
 	pthread_mutex_unlock(&lock);
 	w->rm_gen = g;
 	if (w->config != map) {
@@ -194,9 +201,12 @@ void remap_sync(worker_t *w)
 		free(w->key_tables); /* names point into the map */
 		w->key_tables = NULL;
 	}
-	if (view && w->rm_pause != pause_version) {
+	if (phase == PHASE_PAUSED && (w->rm_pause != pause_version || w->rm_phase != phase)) {
 		/* A new pause: what is already under way goes on the old way
 		 * (exempt), and the pause is answered once it has ended. */
+		if (w->rm_phase)
+			release_parked(w); /* held by another pause: route again */
+		w->rm_phase = phase;
 		w->rm_pause = pause_version;
 		w->rm_view = view;
 		w->rm_unit = unit;
@@ -221,13 +231,15 @@ void remap_sync(worker_t *w)
 			w->ev_remap_poll = evtimer_new(w->base, drain_poll, w);
 		drain_count(w);
 		atomic_store(&w->rm_acted, pause_version);
-	} else if (!view && w->rm_view) {
-		w->rm_view = NULL;
-		w->rm_unit = NULL;
-		w->rm_pause = 0;
+	} else if (phase != w->rm_phase || w->rm_pause != pause_version) {
+		/* Settling (the map switched; statements that would read the
+		 * unit's rows left on the source still wait), or the end. */
+		w->rm_phase = phase;
+		w->rm_view = view;
+		w->rm_unit = unit;
+		w->rm_pause = pause_version;
 		for (int i = 0; i < w->rm_n_exempt; i++)
-			if (w->rm_exempt[i].client->id == w->rm_exempt[i].id)
-				w->rm_exempt[i].client->rm_exempt = 0;
+			w->rm_exempt[i].client->rm_exempt = 0;
 		w->rm_n_exempt = 0;
 		atomic_store(&w->rm_draining, 0);
 		atomic_store(&w->rm_acted, 0);
@@ -267,14 +279,16 @@ static int view_directory(int table, const char *key, size_t len, void *arg)
 }
 
 bool remap_must_wait(client_t *c, const shard_stmt_info_t *info, const keys_facts_t *facts,
-		     bool reads, const shard_params_t *params)
+		     bool reads, const shard_params_t *params, const shard_route_t *route)
 {
 	worker_t *w = c->worker;
 	remap_sync(w);
-	if (!w->rm_view || c->admin)
+	if (!w->rm_phase || c->admin)
 		return false;
-	if (c->rm_exempt == w->rm_pause && client_busy(c))
+	if (w->rm_phase == PHASE_PAUSED && c->rm_exempt == w->rm_pause && client_busy(c))
 		return false; /* began before the pause: ends the old way */
+	if (w->rm_phase == PHASE_SETTLING && !shardset_has(&route->shards, w->rm_unit->source))
+		return false; /* does not read the source: nothing stale to see */
 	bool names = false;
 	for (int i = 0; i < facts->n_rels && !names; i++)
 		names = facts->rels[i].table >= 0 && facts->rels[i].table < w->config->n_tables &&
@@ -293,7 +307,7 @@ bool remap_must_wait(client_t *c, const shard_stmt_info_t *info, const keys_fact
 bool remap_active(worker_t *w)
 {
 	remap_sync(w);
-	return w->rm_view != NULL;
+	return w->rm_phase != PHASE_NONE;
 }
 
 void remap_park(client_t *c)
@@ -316,6 +330,12 @@ void remap_park(client_t *c)
 void remap_forget(client_t *c)
 {
 	worker_t *w = c->worker;
+	for (int i = 0; i < w->rm_n_exempt; i++) {
+		if (w->rm_exempt[i].client == c) {
+			w->rm_exempt[i] = w->rm_exempt[--w->rm_n_exempt];
+			break;
+		}
+	}
 	if (c->rm_is_parked) {
 		if (c->rm_prev)
 			c->rm_prev->rm_next = c->rm_next;
@@ -417,10 +437,10 @@ static void reply_row(client_t *c, const char *command, const char *state, int64
 	proto_put_message(&c->out, 'C', tag, strlen(tag) + 1);
 }
 
-/* Under the lock: ends the pause without a switch. */
+/* Under the lock: ends the pause or the settling. */
 static void resume_locked(void)
 {
-	st.paused = false;
+	st.phase = PHASE_NONE;
 	retire(st.view);
 	retire(st.next);
 	st.view = st.next = NULL;
@@ -455,7 +475,7 @@ static void pause_wait(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	int64_t now = net_now_ms();
 	pthread_mutex_lock(&lock);
-	bool still = st.paused && st.pause_version == c->rm_version;
+	bool still = st.phase == PHASE_PAUSED && st.pause_version == c->rm_version;
 	bool drained = still && all_drained(c->rm_version);
 	if (still && !drained && now >= c->rm_deadline_ms) {
 		resume_locked();
@@ -496,16 +516,17 @@ static void cmd_pause(client_t *c, int64_t version, const char *spec, int64_t ti
 		proto_put_ready(&c->out, 'I');
 		return;
 	}
-	if (st.paused && st.pause_version != version) {
+	if (st.phase && (st.pause_version != version || st.phase != PHASE_PAUSED)) {
 		int64_t other = st.pause_version;
+		const char *what = phase_names[st.phase];
 		pthread_mutex_unlock(&lock);
-		snprintf(err, sizeof(err), "another rebalance pause is in place (version %" PRId64 ")",
-			 other);
+		snprintf(err, sizeof(err), "another rebalance unit is %s here (version %" PRId64 ")",
+			 what, other);
 		proto_put_error(&c->out, "ERROR", "55000", err);
 		proto_put_ready(&c->out, 'I');
 		return;
 	}
-	if (!st.paused) {
+	if (!st.phase) {
 		rb_unit_t u;
 		config_t *view = NULL, *next = NULL;
 		if (!rb_unit_parse(proxy.config, spec, &u, err, sizeof(err)) ||
@@ -522,7 +543,7 @@ static void cmd_pause(client_t *c, int64_t version, const char *spec, int64_t ti
 		st.unit = u;
 		st.view = view;
 		st.next = next;
-		st.paused = true;
+		st.phase = PHASE_PAUSED;
 		st.pause_version = version;
 		st.pause_spec = strdup(spec);
 		st.paused_at_ms = net_now_ms();
@@ -560,26 +581,39 @@ static void cmd_switch(client_t *c, int64_t version, const char *spec)
 		return;
 	}
 	config_t *next = NULL;
-	if (st.paused && st.pause_version == version) {
+	int64_t paused_ms = 0;
+	if (st.phase == PHASE_PAUSED && st.pause_version == version) {
 		next = st.next;
 		st.next = NULL;
+		paused_ms = net_now_ms() - st.paused_at_ms;
 	} else {
+		/* Not paused here (restarted, or the pause was lost): the
+		 * unit is applied to the map in use, and settles as well. */
 		rb_unit_t u;
+		config_t *view = NULL;
 		if (!rb_unit_parse(proxy.config, spec, &u, err, sizeof(err)) ||
+		    !rb_config_apply(proxy.config, &u, true, &view, err, sizeof(err)) ||
 		    !rb_config_apply(proxy.config, &u, false, &next, err, sizeof(err))) {
 			pthread_mutex_unlock(&lock);
+			if (view)
+				rb_config_free(view);
 			rb_unit_free(&u);
 			proto_put_error(&c->out, "ERROR", "22023", err);
 			proto_put_ready(&c->out, 'I');
 			return;
 		}
-		rb_unit_free(&u);
-		if (st.paused)
-			resume_locked(); /* a pause of another version: superseded */
+		if (st.phase)
+			resume_locked(); /* another unit's: superseded */
+		st.unit = u;
+		st.view = view;
+		free(st.pause_spec);
+		st.pause_spec = strdup(spec);
 	}
-	int64_t paused_ms = st.paused ? net_now_ms() - st.paused_at_ms : 0;
-	if (st.paused)
-		resume_locked();
+	/* The unit's rows stay on the source until the CLI deleted them:
+	 * statements that would read them there wait until SETTLED. */
+	st.phase = PHASE_SETTLING;
+	st.pause_version = version;
+	st.settling_at_ms = net_now_ms();
 	if (proxy.config != proxy.loaded_config)
 		retire((config_t *)proxy.config);
 	proxy.config = next;
@@ -594,10 +628,28 @@ static void cmd_switch(client_t *c, int64_t version, const char *spec)
 	proto_put_ready(&c->out, 'I');
 }
 
+static void cmd_settled(client_t *c, int64_t version)
+{
+	pthread_mutex_lock(&lock);
+	bool was = st.phase == PHASE_SETTLING && st.pause_version == version;
+	int64_t ms = was ? net_now_ms() - st.settling_at_ms : 0;
+	if (was)
+		resume_locked();
+	int64_t have = st.version;
+	pthread_mutex_unlock(&lock);
+	if (was)
+		wake_workers();
+	remap_sync(c->worker);
+	log_info("rebalance_settled", "\"version\":%" PRId64 ",\"settling_ms\":%" PRId64, version,
+		 ms);
+	reply_row(c, "REBALANCE SETTLED", was ? "settled" : "not settling", have, ms);
+	proto_put_ready(&c->out, 'I');
+}
+
 static void cmd_resume(client_t *c, int64_t version)
 {
 	pthread_mutex_lock(&lock);
-	bool was = st.paused && (version == 0 || st.pause_version == version);
+	bool was = st.phase == PHASE_PAUSED && (version == 0 || st.pause_version == version);
 	if (was)
 		resume_locked();
 	int64_t have = st.version;
@@ -615,7 +667,8 @@ static void show_rebalance(client_t *c)
 {
 	pthread_mutex_lock(&lock);
 	int64_t version = st.version, pv = st.pause_version;
-	bool paused = st.paused;
+	int phase = st.phase;
+	bool paused = phase != PHASE_NONE;
 	char spec[512];
 	snprintf(spec, sizeof(spec), "%s", paused && st.pause_spec ? st.pause_spec : "");
 	pthread_mutex_unlock(&lock);
@@ -640,7 +693,7 @@ static void show_rebalance(client_t *c)
 	snprintf(b, sizeof(b), "%" PRId64, paused ? pv : 0);
 	snprintf(d, sizeof(d), "%d", waiting);
 	snprintf(e, sizeof(e), "%" PRId64, (int64_t)atomic_load(&max_wait_ms));
-	const char *vals[6] = {a, paused ? "yes" : "no", b, spec, d, e};
+	const char *vals[6] = {a, phase_names[phase], b, spec, d, e};
 	uint8_t n2[2] = {0, 6};
 	buf_append(&body, n2, 2);
 	for (int i = 0; i < 6; i++) {
@@ -671,12 +724,16 @@ bool remap_command(client_t *c, const char *cmd)
 	int64_t version = strtoll(w3, &end, 10);
 	if (!w3[0] || *end || version < 0) {
 		proto_put_error(&c->out, "ERROR", "42601",
-				"usage: REBALANCE PAUSE|SWITCH <version> '<unit>' | RESUME <version>");
+				"usage: REBALANCE PAUSE|SWITCH <version> '<unit>' | RESUME|SETTLED <version>");
 		proto_put_ready(&c->out, 'I');
 		return true;
 	}
 	if (strcasecmp(w2, "RESUME") == 0) {
 		cmd_resume(c, version);
+		return true;
+	}
+	if (strcasecmp(w2, "SETTLED") == 0) {
+		cmd_settled(c, version);
 		return true;
 	}
 	char *spec = literal(&p);
@@ -687,7 +744,7 @@ bool remap_command(client_t *c, const char *cmd)
 	    (strcasecmp(w2, "PAUSE") != 0 && strcasecmp(w2, "SWITCH") != 0)) {
 		free(spec);
 		proto_put_error(&c->out, "ERROR", "42601",
-				"usage: REBALANCE PAUSE|SWITCH <version> '<unit>' | RESUME <version>");
+				"usage: REBALANCE PAUSE|SWITCH <version> '<unit>' | RESUME|SETTLED <version>");
 		proto_put_ready(&c->out, 'I');
 		return true;
 	}

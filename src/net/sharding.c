@@ -185,7 +185,7 @@ static void route_statement(client_t *c, const char *sql, size_t len, const rout
 	}
 	for (int i = 0; i < LOOKUPS_PER_UNIT; i++) {
 		shard_route(cfg, info, f, reads, params, directory_cb, (void *)cfg, out);
-		if (out->status == SHARD_ROUTE_OK && remap_must_wait(c, info, f, reads, params)) {
+		if (out->status == SHARD_ROUTE_OK && remap_must_wait(c, info, f, reads, params, out)) {
 			shard_route_free(out);
 			out->status = SHARD_ROUTE_PAUSED;
 			return;

@@ -49,6 +49,7 @@ typedef struct {
 	int64_t version; /* of the map with this unit moved */
 	int64_t rows;
 	double pause_ms, copy_ms;
+	char error[512]; /* a verification that failed after the switch */
 } unit_rec_t;
 
 typedef struct {
@@ -59,6 +60,8 @@ typedef struct {
 	PGconn *proxies[RB_MAX_PROXIES];
 	bool tty;
 	int64_t run_id;
+	PGconn *snap;  /* the target's state at the cut-over (REPEATABLE READ) */
+	int snap_unit; /* whose */
 	char err[2048];
 } ctx_t;
 
@@ -406,7 +409,7 @@ static bool load_run(ctx_t *x, const rb_plan_t *plan, unit_rec_t **out, int *n_o
 		const char *q[1] = {id};
 		PGresult *r = query(x, home(x),
 				    "SELECT unit_no, spec, state, coalesce(rows_moved, -1), "
-				    "coalesce(pause_ms, 0), coalesce(copy_ms, 0) FROM "
+				    "coalesce(pause_ms, 0), coalesce(copy_ms, 0), coalesce(error, '') FROM "
 				    "shardgate.rebalance_units WHERE run_id = $1 ORDER BY unit_no",
 				    1, q);
 		if (!r)
@@ -425,6 +428,7 @@ static bool load_run(ctx_t *x, const rb_plan_t *plan, unit_rec_t **out, int *n_o
 			u->rows = strtoll(PQgetvalue(r, i, 3), NULL, 10);
 			u->pause_ms = strtod(PQgetvalue(r, i, 4), NULL);
 			u->copy_ms = strtod(PQgetvalue(r, i, 5), NULL);
+			snprintf(u->error, sizeof(u->error), "%s", PQgetvalue(r, i, 6));
 			char err[512];
 			if (!rb_unit_parse(x->old, u->spec, &u->unit, err, sizeof(err))) {
 				PQclear(r);
@@ -514,8 +518,10 @@ static bool ensure_target_table(ctx_t *x, const rb_unit_t *u, int t)
 	return ok;
 }
 
-/* Count and order-independent checksum of the unit's rows of table t. */
-static bool unit_sum(ctx_t *x, const rb_unit_t *u, int t, int shard, char *out, size_t outlen)
+/* Count and order-independent checksum of the unit's rows of table t, on
+ * a shard's primary or, with `on` given, on that connection. */
+static bool unit_sum(ctx_t *x, const rb_unit_t *u, int t, int shard, PGconn *on, char *out,
+		     size_t outlen)
 {
 	char qname[300];
 	rb_sql_table(qname, sizeof(qname), x->old->tables[t].name);
@@ -532,7 +538,18 @@ static bool unit_sum(ctx_t *x, const rb_unit_t *u, int t, int shard, char *out, 
 		 "SELECT count(*) || ':' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) "
 		 "FROM %s AS t WHERE %s",
 		 qname, pred);
-	bool ok = scalar(x, shard, sql, 0, NULL, out, outlen);
+	bool ok;
+	if (on) {
+		PGresult *r = PQexec(on, sql);
+		ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+		if (ok)
+			snprintf(out, outlen, "%s", PQgetvalue(r, 0, 0));
+		else
+			fail(x, "shard %s: %s", x->old->shards[shard].name, PQresultErrorMessage(r));
+		PQclear(r);
+	} else {
+		ok = scalar(x, shard, sql, 0, NULL, out, outlen);
+	}
 	free(pred);
 	free(sql);
 	return ok;
@@ -691,6 +708,8 @@ static bool load_maps(ctx_t *x, rb_plan_t *plan)
 
 static void finish(ctx_t *x)
 {
+	PQfinish(x->snap);
+	x->snap = NULL;
 	for (int i = 0; i < RB_MAX_PROXIES; i++)
 		if (x->proxies[i])
 			PQfinish(x->proxies[i]);
@@ -924,12 +943,82 @@ static void report_rows(ctx_t *x, unit_rec_t *u, const char *phase, double ms)
 	event(x, u, phase, u->rows, 0, -1, -1, detail);
 }
 
+/* Opens a REPEATABLE READ transaction on the unit's target and takes its
+ * snapshot now (kept in x->snap until the unit settles). */
+static bool take_snapshot(ctx_t *x, unit_rec_t *u)
+{
+	char ci[1024];
+	conninfo_of(x, u->unit.target, ci, sizeof(ci));
+	PQfinish(x->snap);
+	x->snap = PQconnectdb(ci);
+	if (PQstatus(x->snap) != CONNECTION_OK)
+		return fail(x, "shard %s: %s", x->old->shards[u->unit.target].name,
+			    PQerrorMessage(x->snap));
+	PGresult *r = PQexec(x->snap, "SET statement_timeout = 0; BEGIN ISOLATION LEVEL "
+				      "REPEATABLE READ READ ONLY; SELECT 1");
+	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	if (!ok)
+		fail(x, "shard %s: %s", x->old->shards[u->unit.target].name, PQresultErrorMessage(r));
+	PQclear(r);
+	x->snap_unit = u->no;
+	return ok;
+}
+
+/* A directory unit's keys now live on the target. */
+static bool update_directory(ctx_t *x, const rb_unit_t *un)
+{
+	const cfg_table_t *t = &x->old->tables[un->table];
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "UPDATE %s SET shard = $1 WHERE table_name = $2 AND key = ANY ($3::text[])",
+		 t->directory_table);
+	size_t cap = 16, len = 0;
+	for (int i = 0; i < un->n_keys; i++)
+		cap += strlen(un->keys[i]) * 2 + 4;
+	char *arr = malloc(cap);
+	if (!arr)
+		return fail(x, "out of memory");
+	arr[len++] = '{';
+	for (int i = 0; i < un->n_keys; i++) {
+		if (i)
+			arr[len++] = ',';
+		arr[len++] = '"';
+		for (const char *k = un->keys[i]; *k; k++) {
+			if (*k == '"' || *k == '\\')
+				arr[len++] = '\\';
+			arr[len++] = *k;
+		}
+		arr[len++] = '"';
+	}
+	arr[len++] = '}';
+	arr[len] = '\0';
+	const char *q[3] = {x->old->shards[un->target].name, t->name, arr};
+	bool ok = run(x, t->directory_shard, sql, 3, q);
+	free(arr);
+	return ok;
+}
+
+/* Tells every proxy the unit's rows left the source. */
+static bool settle_proxies(ctx_t *x, const unit_rec_t *u)
+{
+	char cmd[64], state[32];
+	snprintf(cmd, sizeof(cmd), "REBALANCE SETTLED %" PRId64, u->version);
+	for (int i = 0; i < x->o->n_proxies; i++) {
+		int64_t t0 = now_ms();
+		while (!proxy_command(x, i, cmd, state, sizeof(state))) {
+			if (now_ms() - t0 > SWITCH_RETRY_MS)
+				return fail(x, "unit %d: proxy %s did not take SETTLED (%s): run apply "
+					    "again", u->no, x->o->proxies[i], x->err);
+			sleep_ms(200);
+		}
+	}
+	return true;
+}
+
 /* The cut-over: true when the unit reached "switching". */
 static bool cutover(ctx_t *x, unit_rec_t *u, int64_t *paused_at)
 {
 	const rb_unit_t *un = &u->unit;
-	int tables[CONFIG_MAX_SHARDS * 4];
-	int n = group_tables(x, un, tables);
 	for (int attempt = 1; attempt <= CUTOVER_ATTEMPTS; attempt++) {
 		if (!set_state(x, u, "cutover", NULL))
 			return false;
@@ -980,51 +1069,11 @@ static bool cutover(ctx_t *x, unit_rec_t *u, int64_t *paused_at)
 			event(x, u, "retrying", -1, 0, -1, -1, "the target did not catch up in time");
 			continue;
 		}
-		/* Paused, the unit's rows cannot change: both sides must agree. */
-		bool equal = true;
-		int64_t rows = 0;
-		char sums[4096] = "";
-		for (int i = 0; i < n && equal && !x->o->dry_run; i++) {
-			char a[128], b[128];
-			if (!unit_sum(x, un, tables[i], un->source, a, sizeof(a)) ||
-			    !unit_sum(x, un, tables[i], un->target, b, sizeof(b))) {
-				resume_all(x, u);
-				return false;
-			}
-			equal = strcmp(a, b) == 0;
-			if (!equal)
-				fail(x,
-				     "unit %d: %s differs between %s (%s) and %s (%s) while paused (a "
-				     "write that bypassed the proxies?)",
-				     u->no, x->old->tables[tables[i]].name,
-				     x->old->shards[un->source].name, a, x->old->shards[un->target].name,
-				     b);
-			rows += strtoll(a, NULL, 10);
-			size_t l = strlen(sums);
-			snprintf(sums + l, sizeof(sums) - l, "%s%s=%s", l ? " " : "",
-				 x->old->tables[tables[i]].name, a);
-		}
-		if (!equal) {
+		/* The target now holds every change made before the pause:
+		 * keep its state for the verification after the switch. */
+		if (!x->o->dry_run && !take_snapshot(x, u)) {
 			resume_all(x, u);
-			event(x, u, "retrying", -1, 0, -1, -1, x->err);
-			if (attempt == CUTOVER_ATTEMPTS)
-				return false;
-			sleep_ms(500);
-			continue;
-		}
-		u->rows = rows;
-		if (!x->o->dry_run) {
-			char id[32], no[32];
-			snprintf(id, sizeof(id), "%" PRId64, x->run_id);
-			snprintf(no, sizeof(no), "%d", u->no);
-			const char *q[3] = {sums, id, no};
-			if (!run(x, home(x),
-				 "UPDATE shardgate.rebalance_units SET checksum = $1 WHERE run_id = $2 "
-				 "AND unit_no = $3",
-				 3, q)) {
-				resume_all(x, u);
-				return false;
-			}
+			return false;
 		}
 		if (!set_state(x, u, "switching", NULL)) {
 			resume_all(x, u);
@@ -1036,15 +1085,91 @@ static bool cutover(ctx_t *x, unit_rec_t *u, int64_t *paused_at)
 		    CUTOVER_ATTEMPTS, x->err);
 }
 
-/* switching -> switched: the rows leave the source, the proxies switch. */
+/* switching -> switched: the directory and the proxies switch. */
 static bool switch_over(ctx_t *x, unit_rec_t *u, int64_t paused_at)
+{
+	const rb_unit_t *un = &u->unit;
+	failpoint("rebalance_switching");
+	if (un->kind == RB_DIRECTORY && !update_directory(x, un))
+		return false;
+	char cmd[sizeof(u->spec) * 2 + 128], state[32];
+	proxy_spec_command(cmd, sizeof(cmd), "SWITCH", u);
+	for (int i = 0; i < x->o->n_proxies; i++) {
+		int64_t t0 = now_ms();
+		while (!proxy_command(x, i, cmd, state, sizeof(state))) {
+			if (now_ms() - t0 > SWITCH_RETRY_MS)
+				return fail(x,
+					    "unit %d: proxy %s did not switch (%s); it keeps the "
+					    "unit's statements waiting: run apply again",
+					    u->no, x->o->proxies[i], x->err);
+			sleep_ms(200);
+		}
+	}
+	if (paused_at > 0)
+		u->pause_ms = (double)(now_ms() - paused_at);
+	return set_state(x, u, "switched", NULL);
+}
+
+/* switched -> settled: verify, the rows leave the source, statements that
+ * would have read them there go on. */
+static bool settle(ctx_t *x, unit_rec_t *u)
 {
 	const rb_unit_t *un = &u->unit;
 	int tables[CONFIG_MAX_SHARDS * 4];
 	int n = group_tables(x, un, tables);
-	failpoint("rebalance_switching");
-	/* Stop publishing the tables first: the DELETE below must not
-	 * reach the target. */
+	int64_t t0 = now_ms();
+	if (u->error[0])
+		return fail(x, "unit %d: %s", u->no, u->error);
+	if (x->o->dry_run) {
+		/* nothing to compare */
+	} else if (x->snap && x->snap_unit == u->no) {
+		/* The source's rows of the unit cannot change any more (no
+		 * proxy routes them there); the target as it was at the switch
+		 * must hold exactly the same. */
+		int64_t rows = 0;
+		char sums[4096] = "";
+		for (int i = 0; i < n; i++) {
+			char a[128], b[128];
+			if (!unit_sum(x, un, tables[i], un->source, NULL, a, sizeof(a)) ||
+			    !unit_sum(x, un, tables[i], un->target, x->snap, b, sizeof(b)))
+				return false;
+			if (strcmp(a, b) != 0) {
+				snprintf(u->error, sizeof(u->error),
+					 "verification failed: %s has %s (rows:checksum) on %s and %s on %s "
+					 "at the switch; the source's rows were kept (a write that bypassed "
+					 "the proxies?): reconcile them, delete them from %s, then mark the "
+					 "unit settled in shardgate.rebalance_units",
+					 x->old->tables[tables[i]].name, a, x->old->shards[un->source].name,
+					 b, x->old->shards[un->target].name, x->old->shards[un->source].name);
+				set_state(x, u, "switched", u->error);
+				settle_proxies(x, u);
+				return fail(x, "unit %d: %s", u->no, u->error);
+			}
+			rows += strtoll(a, NULL, 10);
+			size_t l = strlen(sums);
+			snprintf(sums + l, sizeof(sums) - l, "%s%s=%s", l ? " " : "",
+				 x->old->tables[tables[i]].name, a);
+		}
+		u->rows = rows;
+		char id[32], no[32];
+		snprintf(id, sizeof(id), "%" PRId64, x->run_id);
+		snprintf(no, sizeof(no), "%d", u->no);
+		const char *q[3] = {sums, id, no};
+		if (!run(x, home(x),
+			 "UPDATE shardgate.rebalance_units SET checksum = $1 WHERE run_id = $2 AND "
+			 "unit_no = $3",
+			 3, q))
+			return false;
+		event(x, u, "verified", rows, 0, -1, -1, sums);
+	} else {
+		event(x, u, "verify_skipped", -1, 0, -1, -1,
+		      "interrupted after the switch: the target's state at the switch is gone; "
+		      "the catch-up was proven by the marker");
+	}
+	PQfinish(x->snap);
+	x->snap = NULL;
+	/* Stop publishing the tables first: the DELETE must not reach the
+	 * target. */
 	const char *p[1] = {u->name};
 	char have[8] = "1";
 	if (!x->o->dry_run &&
@@ -1063,54 +1188,12 @@ static bool switch_over(ctx_t *x, unit_rec_t *u, int64_t paused_at)
 	for (int i = n - 1; i >= 0; i--)
 		if (!unit_sql(x, un, tables[i], un->source, "DELETE FROM %s WHERE %s"))
 			return false;
-	if (un->kind == RB_DIRECTORY) {
-		const cfg_table_t *t = &x->old->tables[un->table];
-		char sql[512];
-		snprintf(sql, sizeof(sql),
-			 "UPDATE %s SET shard = $1 WHERE table_name = $2 AND key = ANY ($3::text[])",
-			 t->directory_table);
-		size_t cap = 16, len = 0;
-		for (int i = 0; i < un->n_keys; i++)
-			cap += strlen(un->keys[i]) * 2 + 4;
-		char *arr = malloc(cap);
-		if (!arr)
-			return fail(x, "out of memory");
-		arr[len++] = '{';
-		for (int i = 0; i < un->n_keys; i++) {
-			if (i)
-				arr[len++] = ',';
-			arr[len++] = '"';
-			for (const char *k = un->keys[i]; *k; k++) {
-				if (*k == '"' || *k == '\\')
-					arr[len++] = '\\';
-				arr[len++] = *k;
-			}
-			arr[len++] = '"';
-		}
-		arr[len++] = '}';
-		arr[len] = '\0';
-		const char *q[3] = {x->old->shards[un->target].name, t->name, arr};
-		bool ok = run(x, t->directory_shard, sql, 3, q);
-		free(arr);
-		if (!ok)
-			return false;
-	}
-	char cmd[sizeof(u->spec) * 2 + 128], state[32];
-	proxy_spec_command(cmd, sizeof(cmd), "SWITCH", u);
-	for (int i = 0; i < x->o->n_proxies; i++) {
-		int64_t t0 = now_ms();
-		while (!proxy_command(x, i, cmd, state, sizeof(state))) {
-			if (now_ms() - t0 > SWITCH_RETRY_MS)
-				return fail(x,
-					    "unit %d: proxy %s did not switch (%s); it keeps the "
-					    "unit's statements waiting: run apply again",
-					    u->no, x->o->proxies[i], x->err);
-			sleep_ms(200);
-		}
-	}
-	if (paused_at > 0)
-		u->pause_ms = (double)(now_ms() - paused_at);
-	return set_state(x, u, "switched", NULL);
+	if (!settle_proxies(x, u))
+		return false;
+	char detail[64];
+	snprintf(detail, sizeof(detail), "%" PRId64 " ms", now_ms() - t0);
+	event(x, u, "settled", u->rows, 0, -1, -1, detail);
+	return set_state(x, u, "settled", NULL);
 }
 
 static bool unit_apply(ctx_t *x, unit_rec_t *u)
@@ -1161,6 +1244,9 @@ static bool unit_apply(ctx_t *x, unit_rec_t *u)
 				return false;
 			report_rows(x, u, "switched", u->pause_ms);
 		} else if (strcmp(u->state, "switched") == 0) {
+			if (!settle(x, u))
+				return false;
+		} else if (strcmp(u->state, "settled") == 0) {
 			if (!drop_replication(x, u))
 				return false;
 			if (!set_state(x, u, "done", NULL))
@@ -1252,7 +1338,7 @@ int rb_abort_command(const rb_options_t *o)
 	for (int i = 0; i < n; i++) {
 		unit_rec_t *u = &units[i];
 		if (strcmp(u->state, "switching") == 0 || strcmp(u->state, "switched") == 0 ||
-		    strcmp(u->state, "done") == 0) {
+		    strcmp(u->state, "settled") == 0 || strcmp(u->state, "done") == 0) {
 			fail(&x,
 			     "unit %d has cut over already (%s); run apply to finish, then rebalance "
 			     "back with the maps swapped",

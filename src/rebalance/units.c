@@ -189,14 +189,25 @@ static char *hash_advice(const config_t *cfg, const cfg_table_t *o, const cfg_ta
 		else
 			count[place[r]]++;
 	}
+	/* Each shard's share: B / n_used, one more for the B % n_used that
+	 * hold the most already (they give away the fewest). */
 	int fair = B / n_used, extra = B % n_used;
+	int *share = calloc((size_t)cfg->n_shards, sizeof(int));
+	if (!share)
+		goto out;
+	for (int s = 0; s < cfg->n_shards; s++)
+		share[s] = used[s] ? fair : 0;
+	for (int k = 0; k < extra; k++) {
+		int best = -1;
+		for (int s = 0; s < cfg->n_shards; s++)
+			if (used[s] && share[s] == fair && (best < 0 || count[s] > count[best]))
+				best = s;
+		share[best]++;
+	}
 	/* Shards above their share give their highest buckets away. */
 	for (int r = B - 1; r >= 0; r--) {
 		int s = place[r];
-		if (s < 0)
-			continue;
-		int share = fair + (extra > 0 ? 1 : 0);
-		if (count[s] > share) {
+		if (s >= 0 && count[s] > share[s]) {
 			count[s]--;
 			place[r] = -1;
 		}
@@ -207,12 +218,14 @@ static char *hash_advice(const config_t *cfg, const cfg_table_t *o, const cfg_ta
 			continue;
 		int best = -1;
 		for (int s = 0; s < cfg->n_shards; s++)
-			if (used[s] && (best < 0 || count[s] < count[best]))
+			if (used[s] && count[s] < share[s] &&
+			    (best < 0 || share[s] - count[s] > share[best] - count[best]))
 				best = s;
 		place[r] = best;
 		count[best]++;
 		min_moves++;
 	}
+	free(share);
 	if (min_moves >= moved)
 		goto out;
 	size_t cap = (size_t)B * (CONFIG_NAME_MAX + 2) + 256, len = 0;
@@ -350,12 +363,11 @@ static bool plan_range(const config_t *old, const config_t *new, int t, rb_plan_
 		if (src == dst)
 			continue;
 		if (dst < 0) {
+			fail(err, errlen,
+			     "table %s: NEW gives keys from %s to %s no shard (they have rows on %s)",
+			     n->name, lo ? lo : "-inf", hi ? hi : "+inf", old->shards[src].name);
 			bounds_free(&b);
-			return fail(err, errlen,
-				    "table %s: NEW gives keys from %s to %s no shard (they have "
-				    "rows on %s)",
-				    n->name, lo ? lo : "-inf", hi ? hi : "+inf",
-				    old->shards[src].name);
+			return false;
 		}
 		if (src < 0)
 			continue; /* no shard held them: no rows to move */
@@ -525,8 +537,9 @@ char *rb_unit_spec(const config_t *cfg, const rb_unit_t *u)
 	return sb_take(&b);
 }
 
-/* Reads one word (up to a space) or a '...' literal; NULL at the end. */
-static char *next_token(const char **p, bool *quoted)
+/* Reads one word (up to a space) or a '...' literal; NULL at the end, and
+ * NULL with *bad set for an unterminated literal. */
+static char *next_token(const char **p, bool *quoted, bool *bad)
 {
 	const char *s = *p;
 	while (*s == ' ')
@@ -542,6 +555,7 @@ static char *next_token(const char **p, bool *quoted)
 		for (;;) {
 			if (!*s) {
 				free(b.buf);
+				*bad = true;
 				return NULL; /* unterminated */
 			}
 			if (*s == '\'' && s[1] == '\'') {
@@ -572,8 +586,10 @@ bool rb_unit_parse(const config_t *cfg, const char *spec, rb_unit_t *out, char *
 	memset(out, 0, sizeof(*out));
 	out->rows = out->bytes = -1;
 	for (const char *p = spec;;) {
-		bool q;
-		char *t = next_token(&p, &q);
+		bool q, bad = false;
+		char *t = next_token(&p, &q, &bad);
+		if (bad)
+			goto bad;
 		if (!t)
 			break;
 		char **nt = realloc(tok, sizeof(char *) * (size_t)(n + 1));
@@ -621,8 +637,8 @@ bool rb_unit_parse(const config_t *cfg, const char *spec, rb_unit_t *out, char *
 			goto bad;
 		for (const char *q = tok[3]; *q;) {
 			long r = strtol(q, &end, 10);
-			if (end == q || r < 0 || r >= m || out->n_buckets >= m ||
-			    (*end && *end != ','))
+			if (end == q || *q < '0' || *q > '9' || r < 0 || r >= m ||
+			    out->n_buckets >= m || (*end && (*end != ',' || !end[1])))
 				goto bad;
 			out->buckets[out->n_buckets++] = (int)r;
 			q = *end ? end + 1 : end;
@@ -630,6 +646,9 @@ bool rb_unit_parse(const config_t *cfg, const char *spec, rb_unit_t *out, char *
 		if (out->n_buckets == 0)
 			goto bad;
 		qsort(out->buckets, (size_t)out->n_buckets, sizeof(int), cmp_int);
+		for (int i = 1; i < out->n_buckets; i++)
+			if (out->buckets[i] == out->buckets[i - 1])
+				goto bad;
 	} else if (strcmp(tok[0], "range") == 0) {
 		out->kind = RB_RANGE;
 		if (t->strategy != STRATEGY_RANGE)
@@ -846,6 +865,7 @@ static bool apply_range(config_t *c, const rb_unit_t *u, int to, char *err, size
 
 static bool apply_directory(config_t *c, const rb_unit_t *u, int to, char *err, size_t errlen)
 {
+	(void)to;
 	cfg_table_t *tb = &c->tables[u->table];
 	cfg_pin_t *np = realloc(tb->pins, sizeof(cfg_pin_t) * (size_t)(tb->n_pins + u->n_keys));
 	if (!np)
@@ -860,9 +880,9 @@ static bool apply_directory(config_t *c, const rb_unit_t *u, int to, char *err, 
 			snprintf(tb->pins[j].key, sizeof(tb->pins[j].key), "%s", u->keys[i]);
 			tb->n_pins++;
 		}
-		/* The phantom shard is no place for new keys: pins there keep
-		 * the target (the pause view only needs the keys' routes). */
-		tb->pins[j].shard = to < c->n_shards ? to : u->target;
+		/* Also in the pause view: the phantom shard is no place for new
+		 * keys (the view routes the moving keys by its callback). */
+		tb->pins[j].shard = u->target;
 	}
 	return true;
 }
@@ -978,6 +998,9 @@ void rb_map_digest(const config_t *cfg, char out[17])
 		fnv_str(&h, tb->key);
 		fnv_int(&h, (int)tb->strategy);
 		fnv_int(&h, (int)tb->key_type);
+		fnv_int(&h, tb->colocate_with);
+		fnv_int(&h, tb->directory_shard);
+		fnv_str(&h, tb->directory_table);
 		fnv_int(&h, tb->buckets);
 		for (int r = 0; r < tb->buckets && tb->placement; r++)
 			fnv_int(&h, tb->placement[r]);

@@ -85,7 +85,7 @@ build/release/shardgate rebalance apply -c "$WORK/old.yaml" --to "$WORK/new.yaml
 	--proxy 127.0.0.1:$SG_PORT >"$WORK/apply.jsonl"
 end=$(date +%s%N)
 sleep 1
-kill -INT $pgbench_pid 2>/dev/null || true
+kill -TERM $pgbench_pid 2>/dev/null || true
 wait $pgbench_pid 2>/dev/null || true
 build/release/shardgate rebalance verify -c "$WORK/new.yaml" >"$WORK/verify.txt" && verified=yes || verified=NO
 

@@ -308,7 +308,7 @@ def run_all(work, proxy_a, proxy_b, proxies, old, new, move2):
                   env={"SHARDGATE_FAILPOINT": "rebalance_paused"})
     sgtest.check_eq(p.returncode, -9, "apply killed during the cut-over")
     state = proxy_a.admin("SHOW REBALANCE")[0]
-    sgtest.check_eq(state[1], "yes", "proxy A still pauses the unit after the CLI died")
+    sgtest.check_eq(state[1], "paused", "proxy A still pauses the unit after the CLI died")
     unit = state[3]
     sgtest.note("paused unit: %s" % unit)
     # The first unit moves buckets 4,10 (s0 -> s2): user 5 is in a bucket

@@ -7,8 +7,8 @@
 #      BENCH_ROWS rows (1,000,000) all on s0 (OLD places the 8 buckets on s0 only);
 #   3. runs one proxy with OLD and `rebalance apply` to NEW, which puts buckets 4-7 on s2
 #      (half the rows), while pgbench writes through the proxy (updates of random ids);
-#   4. reports rows and bytes moved, copy time, rows/s and MB/s, the cut-over pause and
-#      the slowest pgbench statement, in build/bench/rebalance.txt.
+#   4. reports rows and bytes moved, copy time, rows/s and MB/s, the cut-over pause, the
+#      settling time and the slowest pgbench statement, in build/bench/rebalance.txt.
 # Environment: BENCH_ROWS (1000000). About a minute with the default.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +20,7 @@ OUT=$REPO/build/bench
 LOGS=$OUT/logs
 WORK=$OUT/rebalance
 mkdir -p "$LOGS" "$WORK"
+rm -f "$WORK"/pgbench.*
 PGBIN=/usr/lib/postgresql/15/bin
 export PGPASSWORD=postgres
 
@@ -98,7 +99,8 @@ slowest_us=$(cat "$WORK"/pgbench.* 2>/dev/null | awk '{ if ($3 > m) m = $3 } END
 	echo "rows moved:        $rows ($mb MB of row data)"
 	echo "copy (initial sync and catch-up): $copy_ms ms = $(awk -v r="$rows" -v ms="$copy_ms" 'BEGIN { printf "%.0f", r / (ms / 1000) }') rows/s, $(awk -v mb="$mb" -v ms="$copy_ms" 'BEGIN { printf "%.1f", mb / (ms / 1000) }') MB/s"
 	echo "whole apply:       $(((end - start) / 1000000)) ms"
-	echo "cut-over pause:    $pause_ms ms (paused statements: updates of ids in buckets 4-7)"
+	echo "cut-over pause:    $pause_ms ms (statements with a moving key wait this long at most)"
+	echo "settling:          $(grep -o '"phase":"settled".*' "$WORK/apply.jsonl" | sed 's/.*"detail":"\([0-9]*\) ms".*/\1/') ms (verify and delete on the source; only statements without a key on rb_bench wait)"
 	echo "slowest pgbench statement during the run: $((slowest_us / 1000)) ms"
 	echo "verify after:      $verified"
 } | tee "$OUT/rebalance.txt"

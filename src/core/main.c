@@ -180,7 +180,9 @@ static int serve(const options_t *opt)
 		fprintf(stderr, "shardgate: %s\n", err);
 		return 1;
 	}
-	if (!net_start(config, err, sizeof(err))) {
+	/* A rebalance may have moved units since this map was written. */
+	const config_t *map = remap_recover(config);
+	if (!net_start(map, err, sizeof(err))) {
 		log_error("start_failed", "\"error\":\"%s\"", err);
 		fprintf(stderr, "shardgate: %s\n", err);
 		return 1;

@@ -439,6 +439,9 @@ void remap_forget(client_t *c);
  * (possibly later) and true; false when it is not one. */
 bool remap_command(client_t *c, const char *cmd);
 void remap_shutdown(void);
+/* At start-up: the loaded map with the units a rebalance moved already
+ * (read from its bookkeeping); the map to serve with. */
+const config_t *remap_recover(const config_t *loaded);
 
 /* One statement on several shards (fanout.c). */
 bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_t *u, char *why,

@@ -44,6 +44,7 @@
 #include "proto/proto.h"
 #include "rebalance/units.h"
 #include "route/directory.h"
+#include "route/pgconn.h"
 
 #define PAUSE_TIMEOUT_MS 5000
 #define DRAIN_POLL_MS 1
@@ -82,14 +83,21 @@ static void retire(config_t *c)
 	st.retired[st.n_retired++] = c;
 }
 
-static void retire_unit(void)
+static void retire_unit_value(rb_unit_t *unit)
 {
 	rb_unit_t *u = realloc(st.old_units, sizeof(*u) * (size_t)(st.n_old_units + 1));
-	if (!u)
+	if (!u) {
+		rb_unit_free(unit); /* nobody holds it yet at start-up */
 		return;
+	}
 	st.old_units = u;
-	st.old_units[st.n_old_units++] = st.unit;
-	memset(&st.unit, 0, sizeof(st.unit));
+	st.old_units[st.n_old_units++] = *unit;
+	memset(unit, 0, sizeof(*unit));
+}
+
+static void retire_unit(void)
+{
+	retire_unit_value(&st.unit);
 }
 
 void remap_shutdown(void)
@@ -754,4 +762,102 @@ bool remap_command(client_t *c, const char *cmd)
 		cmd_switch(c, version, spec);
 	free(spec);
 	return true;
+}
+
+/* ---- start-up: the map a rebalance has reached ---- */
+
+/*
+ * A proxy started (or restarted) while a rebalance runs, or after one,
+ * with the map it began from, must not route a moved unit the old way.
+ * The CLI's bookkeeping (sql/rebalance.sql, on the default shard) is the
+ * truth: units that have cut over are applied to the loaded map, a unit
+ * being switched settles, a unit being cut over starts paused; each run
+ * that turned this map into another is followed by the next one.
+ */
+const config_t *remap_recover(const config_t *loaded)
+{
+	proxy.loaded_config = loaded;
+	char err[512];
+	const char *db = loaded->backend.database[0] ? loaded->backend.database : "postgres";
+	PGconn *conn = pgconn_get(loaded, loaded->default_shard, db, err, sizeof(err));
+	if (!conn) {
+		log_warning("rebalance_state_unknown",
+			    "\"reason\":\"cannot read the rebalance bookkeeping\",\"error\":\"%s\"",
+			    err);
+		return loaded;
+	}
+	PGresult *r = PQexec(conn, "SELECT to_regclass('shardgate.rebalance_units') IS NOT NULL");
+	bool present = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+		       strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	const config_t *cur = loaded;
+	for (int runs = 0; present && runs < 1000; runs++) {
+		char digest[17];
+		rb_map_digest(cur, digest);
+		const char *p[1] = {digest};
+		r = PQexecParams(conn,
+				 "SELECT u.run_id, u.unit_no, u.spec, u.state FROM "
+				 "shardgate.rebalance_units u WHERE u.run_id = (SELECT max(id) FROM "
+				 "shardgate.rebalance_runs WHERE old_digest = $1 AND state <> 'aborted') "
+				 "ORDER BY u.unit_no",
+				 1, NULL, p, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+			PQclear(r);
+			break;
+		}
+		bool whole = true;
+		for (int i = 0; i < PQntuples(r) && whole; i++) {
+			int64_t version = strtoll(PQgetvalue(r, i, 0), NULL, 10) * 100000 +
+					  strtoll(PQgetvalue(r, i, 1), NULL, 10);
+			const char *spec = PQgetvalue(r, i, 2), *state = PQgetvalue(r, i, 3);
+			bool moved = strcmp(state, "switching") == 0 || strcmp(state, "switched") == 0 ||
+				     strcmp(state, "settled") == 0 || strcmp(state, "done") == 0;
+			bool held = strcmp(state, "cutover") == 0;
+			whole = strcmp(state, "settled") == 0 || strcmp(state, "done") == 0;
+			if (!moved && !held)
+				break;
+			rb_unit_t u;
+			config_t *view = NULL, *next = NULL;
+			if (!rb_unit_parse(cur, spec, &u, err, sizeof(err)) ||
+			    !rb_config_apply(cur, &u, true, &view, err, sizeof(err)) ||
+			    !rb_config_apply(cur, &u, false, &next, err, sizeof(err))) {
+				log_error("rebalance_recovery_failed",
+					  "\"unit\":%" PRId64 ",\"error\":\"%s\"", version, err);
+				if (view)
+					rb_config_free(view);
+				rb_unit_free(&u);
+				whole = false;
+				break;
+			}
+			if (held) {
+				/* Being cut over: its statements wait for the CLI. */
+				st.phase = PHASE_PAUSED;
+				st.next = next;
+			} else {
+				if (cur != loaded)
+					retire((config_t *)cur);
+				cur = next;
+				st.version = version;
+				if (!whole)
+					st.phase = PHASE_SETTLING;
+			}
+			if (st.phase) {
+				st.unit = u;
+				st.view = view;
+				st.pause_version = version;
+				st.pause_spec = strdup(spec);
+				st.paused_at_ms = st.settling_at_ms = net_now_ms();
+			} else {
+				retire(view);
+				retire_unit_value(&u);
+			}
+			log_info("rebalance_recovered", "\"unit\":%" PRId64 ",\"state\":\"%s\"", version,
+				 state);
+		}
+		PQclear(r);
+		if (!whole)
+			break;
+	}
+	pgconn_thread_done();
+	return cur;
 }

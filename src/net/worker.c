@@ -260,7 +260,8 @@ bool net_start(const config_t *config, char *err, size_t errlen)
 		return false;
 	}
 	proxy.config = config;
-	proxy.loaded_config = config;
+	if (!proxy.loaded_config)
+		proxy.loaded_config = config;
 	proxy.n_workers = config->workers;
 	proxy.workers = calloc((size_t)config->workers, sizeof(worker_t));
 	if (!proxy.workers) {

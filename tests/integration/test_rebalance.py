@@ -311,6 +311,15 @@ def run_all(work, proxy_a, proxy_b, proxies, old, new, move2):
     sgtest.check_eq(state[1], "paused", "proxy A still pauses the unit after the CLI died")
     unit = state[3]
     sgtest.note("paused unit: %s" % unit)
+    # A proxy started now, with the map the rebalance began from, reads the
+    # bookkeeping and holds the unit being cut over too.
+    pc = sgtest.free_port()
+    old_c = os.path.join(work, "old-c.yaml")
+    config(old_c, pc, OLD_PLACEMENT, OLD_RANGES, {})
+    proxy_c = Proxy(old_c, pc, os.path.join(work, "proxy-c.log"))
+    state_c = proxy_c.admin("SHOW REBALANCE")[0]
+    sgtest.check_eq((state_c[1], state_c[3]), ("paused", unit), "a proxy started during the cut-over")
+    sgtest.check_eq(proxy_c.stop(), 0, "proxy C's exit")
     # The first unit moves buckets 4,10 (s0 -> s2): user 5 is in a bucket
     # that stays; find a moving one and a staying one by asking the proxy.
     moving = staying = None
@@ -398,6 +407,23 @@ def run_all(work, proxy_a, proxy_b, proxies, old, new, move2):
         sgtest.check(n >= 200, ">= 200 acme rows", n)
     p = shardgate("rebalance", "apply", "-c", old, "--to", new, *proxies, check_rc=0)
     sgtest.check("already" in p.stdout, "a finished run is not run again", p.stdout)
+
+    # A proxy restarted with the old file serves the map the rebalance reached.
+    pd = sgtest.free_port()
+    old_d = os.path.join(work, "old-d.yaml")
+    config(old_d, pd, OLD_PLACEMENT, OLD_RANGES, {})
+    proxy_d = Proxy(old_d, pd, os.path.join(work, "proxy-d.log"))
+    try:
+        sgtest.check_eq(proxy_d.admin("SHOW REBALANCE")[0][0],
+                        proxy_a.admin("SHOW REBALANCE")[0][0], "map version after a restart")
+        route = "\n".join(r[0] for r in proxy_d.admin(
+            "SHOW ROUTE SELECT * FROM rb_users WHERE id = %d" % moving))
+        sgtest.check("s2" in route, "user %d routed to s2" % moving, route)
+        with psycopg.connect(proxy_d.dsn(), autocommit=True) as c:
+            n = c.execute("SELECT count(*) FROM rb_orders").fetchone()[0]
+            sgtest.check_eq(n, 4000, "orders through the restarted proxy")
+    finally:
+        sgtest.check_eq(proxy_d.stop(), 0, "proxy D's exit")
 
     # abort: a move that has not cut over is undone, nothing left behind.
     p = shardgate("rebalance", "apply", "-c", new, "--to", move2, *proxies,

@@ -192,11 +192,13 @@ static int serve(const options_t *opt)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			log_info("reload_ignored",
-				 "\"reason\":\"configuration reload is not supported yet\"");
+			if (!remap_reload(opt->config_path, err, sizeof(err)))
+				log_warning("reload_failed", "\"signal\":\"SIGHUP\"");
 			continue;
 		}
 		log_info("shutdown", "\"signal\":\"%s\"", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		if (sig == SIGTERM) /* running transactions finish first */
+			net_drain(proxy.loaded_config->timeouts.shutdown_ms);
 		break;
 	}
 	net_stop();
@@ -204,8 +206,7 @@ static int serve(const options_t *opt)
 	health_stop();
 	if (opt->pidfile)
 		unlink(opt->pidfile);
-	remap_shutdown(); /* maps a rebalance switched to share parts of config */
-	config_free(config);
+	remap_shutdown(); /* frees every map, config among them */
 	return 0;
 }
 

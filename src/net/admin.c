@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/version.h"
@@ -295,10 +297,22 @@ bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
 		show_config(out, cfg);
 	} else if ((rest = starts_with(cmd, "SHOW ROUTE")) && *rest) {
 		show_route(c, out, rest);
+	} else if ((rest = starts_with(cmd, "RELOAD")) && !*rest) {
+		char err[1024];
+		if (remap_reload(proxy.loaded_config->path, err, sizeof(err)))
+			proto_put_message(out, 'C', "RELOAD", 7);
+		else
+			proto_put_error(out, "ERROR", "F0000", err);
+	} else if ((rest = starts_with(cmd, "SHUTDOWN")) && !*rest) {
+		/* As SIGTERM: running transactions finish, then the proxy exits. */
+		log_info("admin_shutdown", "\"client\":%llu", (unsigned long long)c->id);
+		kill(getpid(), SIGTERM);
+		proto_put_message(out, 'C', "SHUTDOWN", 9);
 	} else {
 		proto_put_error(out, "ERROR", "42601",
 				"unknown admin command; the console knows SHOW VERSION, SHOW SHARDS, "
-				"SHOW NODES, SHOW CONFIG and SHOW ROUTE <statement>");
+				"SHOW NODES, SHOW CONFIG, SHOW ROUTE <statement>, SHOW REBALANCE, "
+				"RELOAD and SHUTDOWN");
 	}
 	free(cmd);
 	proto_put_ready(out, 'I');

@@ -108,6 +108,7 @@ void client_accept(worker_t *w, int fd, const char *addr)
 	c->id = atomic_fetch_add(&proxy.next_client_id, 1) + 1;
 	c->state = CLIENT_STARTUP;
 	c->connect_ms = net_now_ms();
+	c->last_active_ms = c->connect_ms;
 	snprintf(c->addr, sizeof(c->addr), "%s", addr);
 	c->ev_read = event_new(w->base, fd, EV_READ | EV_PERSIST, client_on_read, c);
 	c->ev_write = event_new(w->base, fd, EV_WRITE, client_on_write, c);
@@ -1503,6 +1504,12 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				pos += total;
 				continue;
 			}
+			if (atomic_load(&proxy.draining)) {
+				client_fatal(c, "57P01",
+					     "terminating connection due to administrator command (the "
+					     "proxy is shutting down)");
+				return pos;
+			}
 			size_t unit_len;
 			route_status_t rs;
 			route_class_t cls;
@@ -1744,6 +1751,7 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 	int rc = io_read(c->worker, c->fd, &c->in, &v);
 	if (rc == IO_AGAIN)
 		return;
+	c->last_active_ms = net_now_ms();
 	if (rc != IO_OK) {
 		client_close(c, rc == IO_EOF ? "client closed the connection" : "read failed");
 		return;

@@ -77,6 +77,14 @@ typedef struct {
 	int n_owed, owed_head;
 } fan_leg_t;
 
+/* A leg runs a statement: its server counts as busy (timeouts.query). */
+static void set_running(fan_leg_t *leg, bool on)
+{
+	leg->running = on;
+	if (leg->server)
+		server_busy(leg->server, on);
+}
+
 enum { OWE_DROP_PARSE, OWE_BIND, OWE_DESCRIBE, OWE_EXECUTE, OWE_SYNC, OWE_QUERY };
 
 /* Pipeline: the answer owed to one client message. */
@@ -538,7 +546,7 @@ static bool pipeline_message(fanout_t *f, fan_leg_t *leg, uint8_t type, const ui
 				f->aborted = true;
 			f->unit_owed--;
 		} else {
-			leg->running = false;
+			set_running(leg, false);
 			if (leg->owed_head < leg->n_owed)
 				leg->owed_head = leg->n_owed; /* the Sync */
 		}
@@ -696,7 +704,7 @@ bool fanout_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t
 			leg->finishing--;
 			return true;
 		}
-		leg->running = false;
+		set_running(leg, false);
 		if (f->merger && !leg->cancelled)
 			merger_source_done(f->merger, i);
 		return true;
@@ -806,7 +814,7 @@ static void launch(fanout_t *f)
 		relay_set_stmt(leg->server->worker, &leg->server->unnamed, NULL);
 		buf_append(&leg->server->out, buf_head(&leg->msgs), buf_avail(&leg->msgs));
 		buf_free(&leg->msgs);
-		leg->running = true;
+		set_running(leg, true);
 		server_flush(leg->server);
 	}
 }
@@ -1164,7 +1172,7 @@ void fanout_on_leg_closed(server_t *s)
 	leg->server = NULL;
 	leg->lost = true;
 	bool was_busy = leg->running || leg->finishing > 0 || leg->preamble_z > 0;
-	leg->running = false;
+	set_running(leg, false);
 	leg->finishing = 0;
 	leg->preamble_z = 0;
 	if (f->merger && !leg->cancelled)
@@ -1394,7 +1402,7 @@ static void stream_take_server(fanout_t *f)
 	relay_set_stmt(s->worker, &s->unnamed, NULL);
 	proto_put_query(&s->out, c->deferred_begin ? c->deferred_begin : "BEGIN");
 	leg->preamble_z = 1;
-	leg->running = true;
+	set_running(leg, true);
 	f->n_acquired++;
 	f->acquiring = -1;
 }
@@ -1620,7 +1628,7 @@ static void txn_end_step(fanout_t *f)
 	}
 	proto_put_ready(&c->out, 'I');
 	for (int i = 0; i < f->n_legs; i++) {
-		f->legs[i].running = false;
+		set_running(&f->legs[i], false);
 		release_leg(&f->legs[i]);
 	}
 	log_debug("fanout_txn_done", "\"client\":%llu,\"legs\":%d,\"outcome\":\"%s\"",
@@ -1789,7 +1797,7 @@ bool fanout_start_txn(client_t *c, bool wrote)
 	leg->pool = s->pool;
 	leg->server = s;
 	leg->tx_status = s->tx_status;
-	leg->running = true;
+	set_running(leg, true);
 	leg->wrote = wrote;
 	f->n_legs = f->n_acquired = 1;
 	s->fan = f;
@@ -2090,7 +2098,7 @@ static size_t stream_handoff(fanout_t *f, const uint8_t *data, size_t pos, size_
 	}
 	pipeline_emit(f);
 	for (int i = 0; i < f->n_legs; i++) {
-		f->legs[i].running = false;
+		set_running(&f->legs[i], false);
 		release_leg(&f->legs[i]); /* mid-transaction: closed */
 	}
 	c->fan = NULL;

@@ -170,6 +170,8 @@ struct server {
 	server_t *all_next, *all_prev; /* every server of the worker */
 	bool in_free_list;
 	fanout_t *fan; /* a leg of this fan-out (fanout.c) */
+	int64_t busy_since_ms; /* running something since (0: idle): timeouts.query */
+	bool timed_out;	       /* cancelled by timeouts.query */
 };
 
 typedef enum {
@@ -238,6 +240,7 @@ struct client {
 				  there (read_your_writes); allocated at the first */
 	client_t *wait_next, *wait_prev;
 	int64_t wait_start_ms;
+	int64_t last_active_ms; /* its last message (timeouts.client_idle, idle_in_transaction) */
 	/* rebalance cut-over (remap.c) */
 	int64_t rm_exempt;     /* the pause its running transaction began before */
 	bool rm_is_parked;     /* its next statement waits for the cut-over */
@@ -304,6 +307,9 @@ struct worker {
 	atomic_int rm_draining;
 	atomic_int rm_n_parked;
 	atomic_int_fast64_t rm_acted;
+	struct event *ev_drain;
+	atomic_int n_busy;   /* draining: clients still in a transaction */
+	atomic_bool drained; /* draining: the listener is closed */
 };
 
 /* Process-wide state shared by the workers. */
@@ -315,6 +321,7 @@ typedef struct {
 	atomic_int n_clients;
 	atomic_uint_fast64_t next_client_id;
 	atomic_bool stopping;
+	atomic_bool draining; /* SIGTERM or SHUTDOWN: no new work, then stop */
 } proxy_t;
 
 extern proxy_t proxy;
@@ -333,6 +340,9 @@ void client_classify_text(client_t *c, const char *sql, size_t len, route_class_
 bool net_start(const config_t *config, char *err, size_t errlen);
 void net_wait(void);
 void net_stop(void);
+/* SIGTERM: stops accepting, closes idle clients, lets transactions finish;
+ * returns when none runs or after timeout_ms. */
+void net_drain(int64_t timeout_ms);
 int64_t net_now_ms(void);
 void worker_schedule_reap(worker_t *w);
 /* Hands a CancelRequest to the worker that owns the client. */
@@ -442,6 +452,9 @@ void remap_shutdown(void);
 /* At start-up: the loaded map with the units a rebalance moved already
  * (read from its bookkeeping); the map to serve with. */
 const config_t *remap_recover(const config_t *loaded);
+/* RELOAD and SIGHUP: reads the file again and switches every worker to it;
+ * false (the running configuration stays) with the reason in err. */
+bool remap_reload(const char *path, char *err, size_t errlen);
 
 /* One statement on several shards (fanout.c). */
 bool fanout_start(client_t *c, const uint8_t *unit, size_t unit_len, unit_route_t *u, char *why,
@@ -468,6 +481,11 @@ void fanout_on_server_drained(server_t *s);
 /* Server side (server.c). */
 server_t *server_connect(pool_t *pool);
 void server_close(server_t *s, const char *reason);
+/* The server starts (true) or stops running statements; timeouts.query
+ * counts from the start (worker janitor). */
+void server_busy(server_t *s, bool busy);
+/* Cancels what the server runs when it has run longer than timeouts.query. */
+void server_check_timeout(server_t *s, int64_t now_ms, int64_t query_ms);
 void server_flush(server_t *s);
 void server_free(server_t *s);
 void server_send_cancel(server_t *s);

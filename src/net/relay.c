@@ -56,7 +56,8 @@ static bool pending_push(server_t *s, pending_kind_t kind, pending_action_t acti
 	p->capture_lsn = false;
 	p->error = NULL;
 	p->created = created;
-	s->pending_count++;
+	if (s->pending_count++ == 0)
+		server_busy(s, true);
 	return true;
 }
 
@@ -66,7 +67,8 @@ static void pending_pop(server_t *s)
 	free(p->error);
 	p->error = NULL;
 	s->pending_head = (s->pending_head + 1) % s->pending_cap;
-	s->pending_count--;
+	if (--s->pending_count == 0)
+		server_busy(s, false);
 }
 
 void relay_reset_pending(server_t *s)
@@ -75,6 +77,7 @@ void relay_reset_pending(server_t *s)
 		pending_pop(s);
 	s->pending_head = 0;
 	s->pending_count = 0;
+	server_busy(s, false);
 	s->skipping = false;
 }
 

@@ -45,6 +45,7 @@
 #include "rebalance/units.h"
 #include "route/directory.h"
 #include "route/pgconn.h"
+#include "pool/pool.h"
 
 #define PAUSE_TIMEOUT_MS 5000
 #define DRAIN_POLL_MS 1
@@ -70,6 +71,8 @@ static struct {
 	int n_retired;
 	rb_unit_t *old_units; /* units of past pauses (workers may hold them) */
 	int n_old_units;
+	config_t **replaced; /* files loaded before a RELOAD, freed at exit */
+	int n_replaced;
 } st;
 
 static void retire(config_t *c)
@@ -102,6 +105,7 @@ static void retire_unit(void)
 
 void remap_shutdown(void)
 {
+	/* Derived maps first: they share parts of the loaded files. */
 	if (proxy.config && proxy.config != proxy.loaded_config)
 		retire((config_t *)proxy.config);
 	proxy.config = proxy.loaded_config;
@@ -116,6 +120,11 @@ void remap_shutdown(void)
 	free(st.old_units);
 	rb_unit_free(&st.unit);
 	free(st.pause_spec);
+	for (int i = 0; i < st.n_replaced; i++)
+		config_free(st.replaced[i]);
+	free(st.replaced);
+	config_free((config_t *)proxy.loaded_config);
+	proxy.config = proxy.loaded_config = NULL;
 	memset(&st, 0, sizeof(st));
 }
 
@@ -191,6 +200,18 @@ static void release_parked(worker_t *w)
 	atomic_store(&w->rm_n_parked, 0);
 }
 
+static void resize_one(const void *key, size_t len, void *value, void *arg)
+{
+	(void)key;
+	(void)len;
+	pool_resize(value, *(const int *)arg);
+}
+
+static void pool_resize_all(worker_t *w, int size)
+{
+	hashmap_foreach(&w->pools, resize_one, &size);
+}
+
 void remap_sync(worker_t *w)
 {
 	uint64_t g = atomic_load(&generation);
@@ -208,6 +229,7 @@ void remap_sync(worker_t *w)
 		w->config = map;
 		free(w->key_tables); /* names point into the map */
 		w->key_tables = NULL;
+		pool_resize_all(w, map->pool.size);
 	}
 	if (phase == PHASE_PAUSED && (w->rm_pause != pause_version || w->rm_phase != phase)) {
 		/* A new pause: what is already under way goes on the old way
@@ -791,6 +813,7 @@ const config_t *remap_recover(const config_t *loaded)
 		       strcmp(PQgetvalue(r, 0, 0), "t") == 0;
 	PQclear(r);
 	const config_t *cur = loaded;
+	pthread_mutex_lock(&lock); /* workers may run (RELOAD) */
 	for (int runs = 0; present && runs < 1000; runs++) {
 		char digest[17];
 		rb_map_digest(cur, digest);
@@ -858,6 +881,93 @@ const config_t *remap_recover(const config_t *loaded)
 		if (!whole)
 			break;
 	}
+	pthread_mutex_unlock(&lock);
 	pgconn_thread_done();
 	return cur;
+}
+
+/* ---- RELOAD and SIGHUP ---- */
+
+static bool same_address(const cfg_address_t *a, const cfg_address_t *b)
+{
+	return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+/* What a reload cannot change without a restart; NULL when nothing. */
+static const char *needs_restart(const config_t *a, const config_t *b)
+{
+	if (!same_address(&a->listen, &b->listen))
+		return "listen";
+	if (a->workers != b->workers)
+		return "workers";
+	if (a->has_metrics != b->has_metrics ||
+	    (a->has_metrics && !same_address(&a->metrics, &b->metrics)))
+		return "metrics";
+	if (a->n_shards != b->n_shards)
+		return "shards (their number)";
+	for (int s = 0; s < a->n_shards; s++) {
+		const cfg_shard_t *x = &a->shards[s], *y = &b->shards[s];
+		if (strcmp(x->name, y->name) != 0 || x->n_replicas != y->n_replicas ||
+		    !same_address(&x->primary.address, &y->primary.address))
+			return "shards (names, primaries, replica lists)";
+		for (int r = 0; r < x->n_replicas; r++)
+			if (!same_address(&x->replicas[r].address, &y->replicas[r].address))
+				return "shards (replica addresses)";
+	}
+	if (a->n_tables != b->n_tables)
+		return "tables (their number; move rows with rebalance)";
+	for (int t = 0; t < a->n_tables; t++)
+		if (strcmp(a->tables[t].name, b->tables[t].name) != 0 ||
+		    strcmp(a->tables[t].key, b->tables[t].key) != 0 ||
+		    a->tables[t].strategy != b->tables[t].strategy)
+			return "tables (names, keys, strategies)";
+	return NULL;
+}
+
+bool remap_reload(const char *path, char *err, size_t errlen)
+{
+	config_t *fresh;
+	if (!config_load(path, &fresh, err, errlen)) {
+		log_warning("reload_refused", "\"reason\":\"%s\"", err);
+		return false;
+	}
+	const char *what = needs_restart(proxy.loaded_config, fresh);
+	if (what) {
+		snprintf(err, errlen, "%s: %s changed; that needs a restart (the running "
+			 "configuration stays)", path, what);
+		log_warning("reload_refused", "\"reason\":\"%s changed\"", what);
+		config_free(fresh);
+		return false;
+	}
+	pthread_mutex_lock(&lock);
+	bool busy = st.phase != PHASE_NONE;
+	pthread_mutex_unlock(&lock);
+	if (busy) {
+		snprintf(err, errlen, "a rebalance cut-over is under way; reload after it");
+		config_free(fresh);
+		return false;
+	}
+	/* The file may predate units a rebalance moved since: replay them
+	 * (this reads the bookkeeping, as at start-up). */
+	const config_t *old_loaded = proxy.loaded_config;
+	int64_t version = st.version;
+	st.version = 0;
+	const config_t *map = remap_recover(fresh);
+	pthread_mutex_lock(&lock);
+	if (st.version == 0)
+		st.version = version;
+	config_t **r = realloc(st.replaced, sizeof(*r) * (size_t)(st.n_replaced + 1));
+	if (r) {
+		st.replaced = r;
+		st.replaced[st.n_replaced++] = (config_t *)old_loaded;
+	}
+	if (proxy.config != old_loaded)
+		retire((config_t *)proxy.config);
+	proxy.config = map;
+	pthread_mutex_unlock(&lock);
+	log_set_level(fresh->log_level);
+	directory_clear();
+	wake_workers();
+	log_info("reloaded", "\"file\":\"%s\",\"pool_size\":%d", path, fresh->pool.size);
+	return true;
 }

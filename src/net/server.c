@@ -599,3 +599,29 @@ void server_send_cancel(server_t *s)
 	log_info("cancel_sent", "\"server\":%llu,\"backend_pid\":%u", (unsigned long long)s->id,
 		 s->backend_pid);
 }
+
+void server_busy(server_t *s, bool busy)
+{
+	if (busy && s->busy_since_ms == 0)
+		s->busy_since_ms = net_now_ms();
+	else if (!busy) {
+		s->busy_since_ms = 0;
+		s->timed_out = false;
+	}
+}
+
+void server_check_timeout(server_t *s, int64_t now_ms, int64_t query_ms)
+{
+	if (query_ms <= 0 || s->busy_since_ms == 0 || s->timed_out || s->state != SERVER_ACTIVE ||
+	    now_ms - s->busy_since_ms < query_ms)
+		return;
+	/* The server answers the cancel with 57014, which the client gets
+	 * as the statement's error (its transaction, if any, is aborted). */
+	s->timed_out = true;
+	log_warning("query_timeout",
+		    "\"server\":%llu,\"client\":%llu,\"shard\":%d,\"node\":%d,\"running_ms\":%lld",
+		    (unsigned long long)s->id, s->client ? (unsigned long long)s->client->id : 0ULL,
+		    s->pool ? s->pool->shard : -1, s->pool ? s->pool->node : -1,
+		    (long long)(now_ms - s->busy_since_ms));
+	server_send_cancel(s);
+}

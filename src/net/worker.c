@@ -144,14 +144,50 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	const config_t *cfg = w->config;
 	janitor_ctx_t ctx = {net_now_ms(), cfg->timeouts.wait_ms};
 	hashmap_foreach(&w->pools, expire_pool, &ctx);
+	for (server_t *s = w->servers; s; s = s->all_next)
+		server_check_timeout(s, ctx.now_ms, cfg->timeouts.query_ms);
 	int64_t login_ms = cfg->timeouts.login_ms;
-	if (login_ms <= 0)
-		return;
+	int64_t idle_ms = cfg->timeouts.client_idle_ms;
+	int64_t idle_txn_ms = cfg->timeouts.idle_in_transaction_ms;
+	bool draining = atomic_load(&proxy.draining);
+	int busy = 0;
 	for (client_t *c = w->clients, *next; c; c = next) {
 		next = c->next;
-		if (!c->logged_in && ctx.now_ms - c->connect_ms >= login_ms)
-			client_fatal(c, "08P01", "login timeout (timeouts.login) expired");
+		int64_t quiet = ctx.now_ms - c->last_active_ms;
+		if (draining && c->state != CLIENT_CLOSED) {
+			bool running = c->fan || c->state == CLIENT_WAITING || c->rm_is_parked ||
+				       (c->server && (c->server->pending_count > 0 ||
+						      c->server->tx_status != 'I'));
+			if (running) {
+				busy++;
+			} else {
+				client_fatal(c, "57P01",
+					     "terminating connection due to administrator command (the "
+					     "proxy is shutting down)");
+			}
+			continue;
+		}
+		if (!c->logged_in) {
+			if (login_ms > 0 && ctx.now_ms - c->connect_ms >= login_ms)
+				client_fatal(c, "08P01", "login timeout (timeouts.login) expired");
+			continue;
+		}
+		if (c->admin || c->fan || c->rm_is_parked || c->state == CLIENT_WAITING)
+			continue;
+		server_t *s = c->server;
+		bool owed = s && s->pending_count > 0;
+		bool in_txn = s && (s->tx_status == 'T' || s->tx_status == 'E');
+		if (idle_txn_ms > 0 && in_txn && !owed && quiet >= idle_txn_ms)
+			client_fatal(c, "25P03",
+				     "terminating connection due to idle-in-transaction timeout "
+				     "(timeouts.idle_in_transaction)");
+		else if (idle_ms > 0 && !in_txn && !owed && quiet >= idle_ms)
+			client_fatal(c, "57P05",
+				     "terminating connection due to idle-session timeout "
+				     "(timeouts.client_idle)");
 	}
+	if (draining)
+		atomic_store(&w->n_busy, busy);
 }
 
 static void on_cancel(evutil_socket_t fd, short what, void *arg)
@@ -201,6 +237,47 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(w->base);
 }
 
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	worker_t *w = arg;
+	(void)fd;
+	(void)what;
+	if (w->ev_listen)
+		event_del(w->ev_listen);
+	if (w->listen_fd >= 0) {
+		close(w->listen_fd);
+		w->listen_fd = -1;
+	}
+	on_janitor(-1, 0, w);
+	atomic_store(&w->drained, true);
+}
+
+void net_drain(int64_t timeout_ms)
+{
+	atomic_store(&proxy.draining, true);
+	for (int i = 0; i < proxy.n_workers; i++)
+		event_active(proxy.workers[i].ev_drain, EV_READ, 0);
+	int64_t deadline = net_now_ms() + timeout_ms;
+	for (;;) {
+		int busy = 0;
+		bool all = true;
+		for (int i = 0; i < proxy.n_workers; i++) {
+			all = all && atomic_load(&proxy.workers[i].drained);
+			busy += atomic_load(&proxy.workers[i].n_busy);
+		}
+		if (all && busy == 0) {
+			log_info("drained", "\"clients_running\":0");
+			return;
+		}
+		if (net_now_ms() >= deadline) {
+			log_warning("drain_timeout", "\"clients_running\":%d", busy);
+			return;
+		}
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	worker_t *w = arg;
@@ -241,8 +318,9 @@ static bool worker_init(worker_t *w, int index, const config_t *config, char *er
 	w->ev_stop = event_new(w->base, -1, 0, on_stop, w);
 	w->ev_janitor = event_new(w->base, -1, EV_PERSIST, on_janitor, w);
 	w->ev_remap = event_new(w->base, -1, 0, remap_on_event, w);
+	w->ev_drain = event_new(w->base, -1, 0, on_drain, w);
 	if (!w->ev_listen || !w->ev_reap || !w->ev_cancel || !w->ev_stop || !w->ev_janitor ||
-	    !w->ev_remap) {
+	    !w->ev_remap || !w->ev_drain) {
 		snprintf(err, errlen, "out of memory");
 		return false;
 	}
@@ -311,13 +389,15 @@ void net_wait(void)
 		analyzer_free(w->analyzer);
 		client_free_shapes(w);
 		sharding_free_worker(w);
-		close(w->listen_fd);
+		if (w->listen_fd >= 0)
+			close(w->listen_fd);
 		event_free(w->ev_listen);
 		event_free(w->ev_reap);
 		event_free(w->ev_cancel);
 		event_free(w->ev_stop);
 		event_free(w->ev_janitor);
 		event_free(w->ev_remap);
+		event_free(w->ev_drain);
 		remap_free_worker(w);
 		event_base_free(w->base);
 		pthread_mutex_destroy(&w->cancel_lock);

@@ -29,7 +29,7 @@ static pthread_mutex_t quota_lock = PTHREAD_MUTEX_INITIALIZER;
 static hashmap_t quotas;
 
 /* The shared quota for a pool key; taken once per pool creation. */
-static pool_quota_t *find_quota(const char *key, size_t key_len)
+static pool_quota_t *find_quota(const char *key, size_t key_len, int shard, int node, int max)
 {
 	pthread_mutex_lock(&quota_lock);
 	pool_quota_t *q = hashmap_get(&quotas, key, key_len);
@@ -39,9 +39,42 @@ static pool_quota_t *find_quota(const char *key, size_t key_len)
 			free(q);
 			q = NULL;
 		}
+		if (q) {
+			q->shard = shard;
+			q->node = node;
+		}
 	}
+	if (q)
+		atomic_store(&q->max, max);
 	pthread_mutex_unlock(&quota_lock);
 	return q;
+}
+
+typedef struct {
+	int shard, node, open, max;
+} usage_t;
+
+static void add_usage(const void *key, size_t len, void *value, void *arg)
+{
+	(void)key;
+	(void)len;
+	pool_quota_t *q = value;
+	usage_t *u = arg;
+	if (q->shard == u->shard && q->node == u->node) {
+		u->open += atomic_load(&q->open);
+		u->max += atomic_load(&q->max);
+	}
+}
+
+void pool_node_usage(int shard, int node, int *open, int *max)
+{
+	usage_t u = {shard, node, 0, 0};
+	pthread_mutex_lock(&quota_lock);
+	if (quotas.slots)
+		hashmap_foreach(&quotas, add_usage, &u);
+	pthread_mutex_unlock(&quota_lock);
+	*open = u.open;
+	*max = u.max;
 }
 
 static void free_quota(const void *key, size_t len, void *value, void *arg)
@@ -83,7 +116,7 @@ pool_t *pool_get(worker_t *w, int shard, int node, const char *user, const char 
 	snprintf(pool->user, sizeof(pool->user), "%s", user);
 	snprintf(pool->database, sizeof(pool->database), "%s", database);
 	pool->max_size = cfg->pool.size;
-	pool->quota = find_quota(key, key_len);
+	pool->quota = find_quota(key, key_len, shard, node, pool->max_size);
 	if (!pool->quota || !hashmap_put(&w->pools, key, key_len, pool)) {
 		free(pool);
 		return NULL;
@@ -332,6 +365,16 @@ void pool_on_server_closed(server_t *s, server_state_t was)
 	grow(pool);
 }
 
+void pool_resize(pool_t *pool, int size)
+{
+	if (pool->max_size == size)
+		return;
+	pool->max_size = size;
+	atomic_store(&pool->quota->max, size);
+	if (pool->wait_head)
+		grow(pool); /* room for waiters now, maybe */
+}
+
 void pool_janitor(pool_t *pool, int64_t now_ms, int64_t wait_ms)
 {
 	while (wait_ms > 0 && pool->wait_head && now_ms - pool->wait_head->wait_start_ms >= wait_ms) {
@@ -345,6 +388,9 @@ void pool_janitor(pool_t *pool, int64_t now_ms, int64_t wait_ms)
 	}
 	if (!pool->wait_head)
 		set_starving(pool, false);
+	/* pool.size shrank (RELOAD): idle connections over it close. */
+	while (pool->idle && atomic_load(&pool->quota->open) > pool->max_size)
+		server_close(pool->idle, "pool.size shrank");
 	/* Another worker's clients wait for a slot this worker leaves idle. */
 	if (!pool->starving && pool->idle && atomic_load(&pool->quota->starving) > 0)
 		server_close(pool->idle, "moved to a worker with waiting clients");

@@ -18,7 +18,13 @@
 typedef struct {
 	atomic_int open;     /* connections of every worker, counting those opening */
 	atomic_int starving; /* workers whose waiters cannot open a connection */
+	atomic_int max;	     /* pool.size */
+	int shard, node;
 } pool_quota_t;
+
+/* Open server connections of (shard, node) over every user and database,
+ * and the sum of their limits (for /metrics); thread-safe. */
+void pool_node_usage(int shard, int node, int *open, int *max);
 
 struct pool {
 	worker_t *worker;
@@ -81,6 +87,9 @@ void pool_on_server_closed(server_t *s, server_state_t was);
  * gives an idle connection back to the shared quota when another worker's
  * clients are starving for one. */
 void pool_janitor(pool_t *pool, int64_t now_ms, int64_t wait_ms);
+/* A new pool.size (RELOAD): a larger one serves waiters at once, a smaller
+ * one closes idle connections over it as they come back (janitor). */
+void pool_resize(pool_t *pool, int size);
 /* Frees the process-wide quotas (after every worker stopped). */
 void pool_free_quotas(void);
 void pool_free_all(worker_t *w);

@@ -23,6 +23,11 @@
 #include "net/net.h"
 #include "proto/proto.h"
 #include "route/explain.h"
+#include "net/io.h"
+#include "pool/pool.h"
+
+#include <event2/event.h>
+#include <pthread.h>
 
 #define ADMIN_DATABASE "shardgate"
 
@@ -112,6 +117,9 @@ static void result_lines(buf_t *out, const char *column, const char *text)
 }
 
 /* ---- commands ---- */
+
+struct collect;
+bool admin_worker_command(client_t *c, const char *cmd);
 
 static void show_version(buf_t *out)
 {
@@ -279,6 +287,10 @@ bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
 	char esc[256];
 	log_info("admin_command", "\"client\":%llu,\"user\":\"%s\",\"command\":\"%s\"",
 		 (unsigned long long)c->id, c->user, log_json_escape(esc, sizeof(esc), cmd ? cmd : ""));
+	if (cmd && admin_worker_command(c, cmd)) {
+		free(cmd);
+		return true;
+	}
 	if (cmd && remap_command(c, cmd)) {
 		free(cmd); /* answered, or to be answered when the pause holds */
 		return true;
@@ -316,5 +328,310 @@ bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
 	}
 	free(cmd);
 	proto_put_ready(out, 'I');
+	return true;
+}
+
+/* ---- commands that read every worker ---- */
+
+/*
+ * Clients, servers and pools belong to their worker's thread. A command
+ * that lists them asks every worker (ev_collect) to write its rows into
+ * a buffer of its own, and answers once all have: one such command runs
+ * at a time in the process (others get 55006 and may retry).
+ */
+typedef void (*collect_fn)(worker_t *w, result_t *r, void *arg);
+
+typedef struct collect {
+	collect_fn fn;
+	void *arg;
+	int n_columns;
+	buf_t *bufs; /* per worker */
+	uint64_t *rows;
+	atomic_int remaining;
+	client_t *client; /* NULL once it went away */
+	struct event *ev_poll;
+	const char *verb;
+	const char *const *columns;
+	void (*finish)(struct collect *k, buf_t *out); /* instead of a result set */
+	long count; /* for finish */
+} collect_t;
+
+static pthread_mutex_t collect_lock = PTHREAD_MUTEX_INITIALIZER;
+static collect_t *collecting; /* guarded by collect_lock */
+
+void admin_on_collect(evutil_socket_t fd, short what, void *arg)
+{
+	worker_t *w = arg;
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&collect_lock);
+	collect_t *k = collecting;
+	pthread_mutex_unlock(&collect_lock);
+	if (!k)
+		return;
+	result_t r = {&k->bufs[w->index], k->n_columns, 0};
+	k->fn(w, &r, k->arg);
+	k->rows[w->index] = r.rows;
+	atomic_fetch_sub(&k->remaining, 1);
+}
+
+static void collect_poll(evutil_socket_t fd, short what, void *arg)
+{
+	collect_t *k = arg;
+	(void)fd;
+	(void)what;
+	if (atomic_load(&k->remaining) > 0) {
+		struct timeval tv = io_timeval(1);
+		event_add(k->ev_poll, &tv);
+		return;
+	}
+	client_t *c = k->client;
+	if (c) {
+		if (k->finish) {
+			k->finish(k, &c->out);
+		} else {
+			result_t r;
+			result_begin(&r, &c->out, k->columns, k->n_columns);
+			for (int i = 0; i < proxy.n_workers; i++) {
+				buf_append(&c->out, buf_head(&k->bufs[i]), buf_avail(&k->bufs[i]));
+				r.rows += k->rows[i];
+			}
+			result_end(&r, "SHOW");
+		}
+		c->admin_collect = NULL;
+		c->rm_waiting = false;
+		proto_put_ready(&c->out, 'I');
+		client_flush(c);
+		if (c->state != CLIENT_CLOSED)
+			client_process_input(c);
+	}
+	pthread_mutex_lock(&collect_lock);
+	collecting = NULL;
+	pthread_mutex_unlock(&collect_lock);
+	for (int i = 0; i < proxy.n_workers; i++)
+		buf_free(&k->bufs[i]);
+	free(k->bufs);
+	free(k->rows);
+	event_free(k->ev_poll);
+	free(k);
+}
+
+/* The admin client went away while its command collected. */
+void admin_forget(client_t *c)
+{
+	if (c->admin_collect)
+		c->admin_collect->client = NULL;
+	c->admin_collect = NULL;
+}
+
+static void collect_start(client_t *c, const char *const *columns, int n_columns, collect_fn fn,
+			  void *arg, void (*finish)(collect_t *, buf_t *))
+{
+	collect_t *k = calloc(1, sizeof(*k));
+	if (k) {
+		k->bufs = calloc((size_t)proxy.n_workers, sizeof(buf_t));
+		k->rows = calloc((size_t)proxy.n_workers, sizeof(uint64_t));
+		k->ev_poll = evtimer_new(c->worker->base, collect_poll, k);
+	}
+	if (!k || !k->bufs || !k->rows || !k->ev_poll) {
+		if (k) {
+			free(k->bufs);
+			free(k->rows);
+			if (k->ev_poll)
+				event_free(k->ev_poll);
+			free(k);
+		}
+		proto_put_error(&c->out, "ERROR", "53200", "out of memory");
+		proto_put_ready(&c->out, 'I');
+		return;
+	}
+	pthread_mutex_lock(&collect_lock);
+	bool busy = collecting != NULL;
+	if (!busy)
+		collecting = k;
+	pthread_mutex_unlock(&collect_lock);
+	if (busy) {
+		free(k->bufs);
+		free(k->rows);
+		event_free(k->ev_poll);
+		free(k);
+		proto_put_error(&c->out, "ERROR", "55006",
+				"another admin command is reading the workers; run it again");
+		proto_put_ready(&c->out, 'I');
+		return;
+	}
+	k->fn = fn;
+	k->arg = arg;
+	k->columns = columns;
+	k->n_columns = n_columns;
+	k->finish = finish;
+	k->client = c;
+	atomic_store(&k->remaining, proxy.n_workers);
+	c->admin_collect = k;
+	c->rm_waiting = true;
+	for (int i = 0; i < proxy.n_workers; i++)
+		event_active(proxy.workers[i].ev_collect, EV_READ, 0);
+	struct timeval tv = io_timeval(0);
+	event_add(k->ev_poll, &tv);
+}
+
+static void fmt_i64(char *out, size_t n, int64_t v)
+{
+	snprintf(out, n, "%lld", (long long)v);
+}
+
+static void clients_rows(worker_t *w, result_t *r, void *arg)
+{
+	(void)arg;
+	int64_t now = net_now_ms();
+	for (client_t *c = w->clients; c; c = c->next) {
+		if (c->state == CLIENT_CLOSED)
+			continue;
+		char wk[16], id[32], server[32], shard[CONFIG_NAME_MAX + 1] = "", node[16] = "",
+						   age[32], idle[32];
+		snprintf(wk, sizeof(wk), "%d", w->index);
+		snprintf(id, sizeof(id), "%llu", (unsigned long long)c->id);
+		server[0] = '\0';
+		if (c->server) {
+			snprintf(server, sizeof(server), "%llu", (unsigned long long)c->server->id);
+			snprintf(shard, sizeof(shard), "%s", w->config->shards[c->server->pool->shard].name);
+			snprintf(node, sizeof(node), "%d", c->server->pool->node);
+		}
+		fmt_i64(age, sizeof(age), (now - c->connect_ms) / 1000);
+		fmt_i64(idle, sizeof(idle), now - c->last_active_ms);
+		const char *state = c->rm_is_parked ? "paused" : c->fan ? "fanout" : client_state_name(c->state);
+		const char *v[11] = {wk,  id,	 c->user,	c->database, c->addr, state,
+				     server, shard, node[0] ? node : NULL, age, idle};
+		result_row(r, v);
+	}
+}
+
+static void servers_rows(worker_t *w, result_t *r, void *arg)
+{
+	(void)arg;
+	int64_t now = net_now_ms();
+	for (server_t *s = w->servers; s; s = s->all_next) {
+		if (s->state == SERVER_CLOSED)
+			continue;
+		char wk[16], id[32], node[16], addr[300], client[32] = "", pid[16], tx[2], age[32],
+								    busy[32];
+		snprintf(wk, sizeof(wk), "%d", w->index);
+		snprintf(id, sizeof(id), "%llu", (unsigned long long)s->id);
+		snprintf(node, sizeof(node), "%d", s->pool->node);
+		snprintf(addr, sizeof(addr), "%s:%d", s->pool->address.host, s->pool->address.port);
+		if (s->client)
+			snprintf(client, sizeof(client), "%llu", (unsigned long long)s->client->id);
+		snprintf(pid, sizeof(pid), "%u", s->backend_pid);
+		snprintf(tx, sizeof(tx), "%c", s->tx_status ? s->tx_status : '-');
+		fmt_i64(age, sizeof(age), (now - s->created_ms) / 1000);
+		fmt_i64(busy, sizeof(busy), s->busy_since_ms ? now - s->busy_since_ms : 0);
+		const char *v[12] = {wk,
+				     id,
+				     w->config->shards[s->pool->shard].name,
+				     node,
+				     addr,
+				     server_state_name(s->state),
+				     client[0] ? client : NULL,
+				     pid,
+				     tx,
+				     s->pool->user,
+				     age,
+				     busy};
+		result_row(r, v);
+	}
+}
+
+static void pool_row(const void *key, size_t len, void *value, void *arg)
+{
+	(void)key;
+	(void)len;
+	pool_t *p = value;
+	result_t *r = arg;
+	worker_t *w = p->worker;
+	int64_t now = net_now_ms();
+	char wk[16], node[16], addr[300], active[16], idle[16], connecting[16], waiting[16],
+		max_wait[32], size[16];
+	snprintf(wk, sizeof(wk), "%d", w->index);
+	snprintf(node, sizeof(node), "%d", p->node);
+	snprintf(addr, sizeof(addr), "%s:%d", p->address.host, p->address.port);
+	snprintf(active, sizeof(active), "%d", p->n_active);
+	snprintf(idle, sizeof(idle), "%d", p->n_idle);
+	snprintf(connecting, sizeof(connecting), "%d", p->n_connecting);
+	snprintf(waiting, sizeof(waiting), "%d", p->n_waiting);
+	fmt_i64(max_wait, sizeof(max_wait), p->wait_head ? now - p->wait_head->wait_start_ms : 0);
+	snprintf(size, sizeof(size), "%d", p->max_size);
+	const char *v[12] = {wk,     w->config->shards[p->shard].name, node,	    addr,
+			     p->user, p->database, active,  idle, connecting, waiting, max_wait, size};
+	result_row(r, v);
+}
+
+static void pools_rows(worker_t *w, result_t *r, void *arg)
+{
+	(void)arg;
+	hashmap_foreach(&w->pools, pool_row, r);
+}
+
+static void kill_rows(worker_t *w, result_t *r, void *arg)
+{
+	(void)r;
+	uint64_t id = *(const uint64_t *)arg;
+	for (client_t *c = w->clients; c; c = c->next) {
+		if (c->id == id && c->state != CLIENT_CLOSED && !c->rm_waiting) {
+			log_info("admin_kill", "\"client\":%llu", (unsigned long long)id);
+			client_fatal(c, "57P01", "terminating connection due to administrator command (KILL)");
+			r->rows++;
+		}
+	}
+}
+
+static uint64_t kill_id;
+
+static void kill_finish(collect_t *k, buf_t *out)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < proxy.n_workers; i++)
+		n += k->rows[i];
+	if (n == 0) {
+		char text[96];
+		snprintf(text, sizeof(text), "no client %llu (SHOW CLIENTS lists them)",
+			 (unsigned long long)kill_id);
+		proto_put_error(out, "ERROR", "42704", text);
+	} else {
+		proto_put_message(out, 'C', "KILL", 5);
+	}
+}
+
+/* SHOW CLIENTS | SERVERS | POOLS, KILL <client id>; false when not one. */
+bool admin_worker_command(client_t *c, const char *cmd)
+{
+	static const char *const clients_cols[] = {"worker", "id",    "user",  "database",
+						   "address", "state", "server", "shard",
+						   "node",   "connected_s", "idle_ms"};
+	static const char *const servers_cols[] = {"worker", "id",	 "shard", "node",
+						   "address", "state", "client", "backend_pid",
+						   "tx",     "user",	 "age_s", "busy_ms"};
+	static const char *const pools_cols[] = {"worker", "shard",   "node",	    "address",
+						 "user",   "database", "active",    "idle",
+						 "connecting", "waiting", "max_wait_ms", "size"};
+	const char *rest;
+	if ((rest = starts_with(cmd, "SHOW CLIENTS")) && !*rest) {
+		collect_start(c, clients_cols, 11, clients_rows, NULL, NULL);
+	} else if ((rest = starts_with(cmd, "SHOW SERVERS")) && !*rest) {
+		collect_start(c, servers_cols, 12, servers_rows, NULL, NULL);
+	} else if ((rest = starts_with(cmd, "SHOW POOLS")) && !*rest) {
+		collect_start(c, pools_cols, 12, pools_rows, NULL, NULL);
+	} else if ((rest = starts_with(cmd, "KILL"))) {
+		char *end;
+		unsigned long long id = strtoull(rest, &end, 10);
+		if (!*rest || *end || id == 0) {
+			proto_put_error(&c->out, "ERROR", "42601", "usage: KILL <client id>");
+			proto_put_ready(&c->out, 'I');
+			return true;
+		}
+		kill_id = id; /* one collect at a time: see collect_lock */
+		collect_start(c, NULL, 0, kill_rows, &kill_id, kill_finish);
+	} else {
+		return false;
+	}
 	return true;
 }

@@ -179,6 +179,7 @@ void client_close(client_t *c, const char *reason)
 	if (c->fan)
 		fanout_abort(c);
 	remap_forget(c);
+	admin_forget(c);
 	detach_server(c);
 	limits_leave(c);
 	c->state = CLIENT_CLOSED;
@@ -1602,6 +1603,11 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				unit_route_free(&ur);
 			}
 			pool_t *pool = route_unit(c, cls, shard, &rs);
+			if (pool && remap_shard_paused(pool->shard)) {
+				/* PAUSE from the admin console: it waits for RESUME. */
+				remap_park(c);
+				break;
+			}
 			if (!pool) {
 				char text[200];
 				snprintf(text, sizeof(text),

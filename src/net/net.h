@@ -247,6 +247,7 @@ struct client {
 	int64_t rm_parked_ms;
 	client_t *rm_next, *rm_prev;
 	bool rm_waiting;       /* an admin client waiting for a pause to take hold */
+	struct collect *admin_collect; /* its command reading every worker (admin.c) */
 	struct event *rm_timer;
 	int64_t rm_version, rm_started_ms, rm_deadline_ms;
 	int64_t connect_ms;
@@ -308,6 +309,7 @@ struct worker {
 	atomic_int rm_n_parked;
 	atomic_int_fast64_t rm_acted;
 	struct event *ev_drain;
+	struct event *ev_collect; /* an admin command reads this worker (admin.c) */
 	atomic_int n_busy;   /* draining: clients still in a transaction */
 	atomic_bool drained; /* draining: the listener is closed */
 };
@@ -429,6 +431,8 @@ void sharding_free_worker(worker_t *w);
 bool admin_is_console(const char *database);
 bool admin_may_enter(const config_t *config, const char *user);
 bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len);
+void admin_on_collect(int fd, short what, void *arg);
+void admin_forget(client_t *c);
 
 /* Rebalance cut-over (remap.c). */
 struct event_base;
@@ -439,6 +443,8 @@ void remap_free_worker(worker_t *w);
 bool remap_must_wait(client_t *c, const shard_stmt_info_t *info, const keys_facts_t *facts,
 		     bool reads, const shard_params_t *params, const shard_route_t *route);
 bool remap_active(worker_t *w);
+/* The admin console's PAUSE [shard] holds the shard's new work. */
+bool remap_shard_paused(int shard);
 /* For a statement that cannot wait (inside a pipeline or a transaction
  * already running over several shards). */
 #define REMAP_BUSY_MESSAGE                                                                     \

@@ -273,8 +273,10 @@ void remap_sync(worker_t *w)
 		w->rm_n_exempt = 0;
 		atomic_store(&w->rm_draining, 0);
 		atomic_store(&w->rm_acted, 0);
-		release_parked(w);
 	}
+	/* Anything may have ended (a pause, a shard's PAUSE): waiting
+	 * statements route again, and wait again if they still must. */
+	release_parked(w);
 }
 
 void remap_on_event(evutil_socket_t fd, short what, void *arg)
@@ -589,6 +591,8 @@ static void cmd_pause(client_t *c, int64_t version, const char *spec, int64_t ti
 	c->rm_deadline_ms = c->rm_started_ms + timeout_ms;
 	if (!c->rm_timer)
 		c->rm_timer = evtimer_new(c->worker->base, pause_wait, c);
+	else
+		event_assign(c->rm_timer, c->worker->base, -1, 0, pause_wait, c);
 	if (!c->rm_timer) {
 		c->rm_waiting = false;
 		proto_put_error(&c->out, "ERROR", "53200", "out of memory");
@@ -738,6 +742,95 @@ static void show_rebalance(client_t *c)
 	proto_put_ready(&c->out, 'I');
 }
 
+/* ---- PAUSE [shard] / RESUME [shard] ---- */
+
+static atomic_bool shard_paused[CONFIG_MAX_SHARDS];
+
+bool remap_shard_paused(int shard)
+{
+	return shard >= 0 && shard < CONFIG_MAX_SHARDS && atomic_load(&shard_paused[shard]);
+}
+
+#define SHARD_PAUSE_TIMEOUT_MS 10000
+
+static int paused_active(void)
+{
+	int n = 0;
+	for (int s = 0; s < proxy.config->n_shards; s++)
+		if (atomic_load(&shard_paused[s]))
+			n += pool_shard_active(s);
+	return n;
+}
+
+static void shard_pause_wait(evutil_socket_t fd, short what, void *arg)
+{
+	client_t *c = arg;
+	(void)fd;
+	(void)what;
+	int active = paused_active();
+	int64_t now = net_now_ms();
+	if (active == 0) {
+		proto_put_message(&c->out, 'C', "PAUSE", 6);
+		finish_wait(c);
+		return;
+	}
+	if (now >= c->rm_deadline_ms) {
+		char text[200];
+		snprintf(text, sizeof(text),
+			 "%d server connections are still in use (long transactions, or session "
+			 "pooling); new statements wait; RESUME to undo",
+			 active);
+		proto_put_error(&c->out, "ERROR", "55006", text);
+		finish_wait(c);
+		return;
+	}
+	struct timeval tv = io_timeval(5);
+	event_add(c->rm_timer, &tv);
+}
+
+static bool shard_pause_command(client_t *c, bool pause, const char *name)
+{
+	const config_t *cfg = proxy.config;
+	int only = -1;
+	if (name[0]) {
+		only = config_find_shard(cfg, name);
+		if (only < 0) {
+			char text[160];
+			snprintf(text, sizeof(text), "no shard \"%s\" in the map", name);
+			proto_put_error(&c->out, "ERROR", "42704", text);
+			proto_put_ready(&c->out, 'I');
+			return true;
+		}
+	}
+	for (int s = 0; s < cfg->n_shards; s++)
+		if (only < 0 || s == only)
+			atomic_store(&shard_paused[s], pause);
+	log_info(pause ? "admin_pause" : "admin_resume", "\"shard\":\"%s\"",
+		 only < 0 ? "*" : cfg->shards[only].name);
+	wake_workers();
+	remap_sync(c->worker);
+	if (!pause) {
+		proto_put_message(&c->out, 'C', "RESUME", 7);
+		proto_put_ready(&c->out, 'I');
+		return true;
+	}
+	/* Answered once the shards' server connections are all released. */
+	if (!c->rm_timer)
+		c->rm_timer = evtimer_new(c->worker->base, shard_pause_wait, c);
+	else
+		event_assign(c->rm_timer, c->worker->base, -1, 0, shard_pause_wait, c);
+	if (!c->rm_timer) {
+		proto_put_error(&c->out, "ERROR", "53200", "out of memory");
+		proto_put_ready(&c->out, 'I');
+		return true;
+	}
+	c->rm_waiting = true;
+	c->rm_deadline_ms = net_now_ms() + SHARD_PAUSE_TIMEOUT_MS;
+	struct timeval tv = io_timeval(0);
+	event_add(c->rm_timer, &tv);
+	return true;
+}
+
 bool remap_command(client_t *c, const char *cmd)
 {
 	char w1[32], w2[32], w3[32];
@@ -746,6 +839,16 @@ bool remap_command(client_t *c, const char *cmd)
 	if (strcasecmp(w1, "SHOW") == 0 && strcasecmp(w2, "REBALANCE") == 0) {
 		show_rebalance(c);
 		return true;
+	}
+	if (strcasecmp(w1, "PAUSE") == 0 || strcasecmp(w1, "RESUME") == 0) {
+		char w3[CONFIG_NAME_MAX + 2];
+		word(p, w3, sizeof(w3));
+		if (w3[0]) {
+			proto_put_error(&c->out, "ERROR", "42601", "usage: PAUSE [shard] | RESUME [shard]");
+			proto_put_ready(&c->out, 'I');
+			return true;
+		}
+		return shard_pause_command(c, strcasecmp(w1, "PAUSE") == 0, w2);
 	}
 	if (strcasecmp(w1, "REBALANCE") != 0)
 		return false;

@@ -319,8 +319,9 @@ static bool worker_init(worker_t *w, int index, const config_t *config, char *er
 	w->ev_janitor = event_new(w->base, -1, EV_PERSIST, on_janitor, w);
 	w->ev_remap = event_new(w->base, -1, 0, remap_on_event, w);
 	w->ev_drain = event_new(w->base, -1, 0, on_drain, w);
+	w->ev_collect = event_new(w->base, -1, 0, admin_on_collect, w);
 	if (!w->ev_listen || !w->ev_reap || !w->ev_cancel || !w->ev_stop || !w->ev_janitor ||
-	    !w->ev_remap || !w->ev_drain) {
+	    !w->ev_remap || !w->ev_drain || !w->ev_collect) {
 		snprintf(err, errlen, "out of memory");
 		return false;
 	}
@@ -398,6 +399,7 @@ void net_wait(void)
 		event_free(w->ev_janitor);
 		event_free(w->ev_remap);
 		event_free(w->ev_drain);
+		event_free(w->ev_collect);
 		remap_free_worker(w);
 		event_base_free(w->base);
 		pthread_mutex_destroy(&w->cancel_lock);

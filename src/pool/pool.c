@@ -28,6 +28,21 @@ static size_t pool_key(char *out, size_t outlen, int shard, int node, const char
 static pthread_mutex_t quota_lock = PTHREAD_MUTEX_INITIALIZER;
 static hashmap_t quotas;
 
+/* Server connections linked to a client, per shard, over every worker
+ * (PAUSE waits for them to end). */
+static atomic_int shard_active[CONFIG_MAX_SHARDS];
+
+static void pool_active_dec(pool_t *pool)
+{
+	pool->n_active--;
+	atomic_fetch_sub(&shard_active[pool->shard], 1);
+}
+
+int pool_shard_active(int shard)
+{
+	return shard >= 0 && shard < CONFIG_MAX_SHARDS ? atomic_load(&shard_active[shard]) : 0;
+}
+
 /* The shared quota for a pool key; taken once per pool creation. */
 static pool_quota_t *find_quota(const char *key, size_t key_len, int shard, int node, int max)
 {
@@ -133,6 +148,7 @@ static void link_server(pool_t *pool, server_t *s, client_t *c)
 	s->last_used_ms = net_now_ms();
 	c->server = s;
 	pool->n_active++;
+	atomic_fetch_add(&shard_active[pool->shard], 1);
 }
 
 static server_t *pop_idle(pool_t *pool)
@@ -265,7 +281,7 @@ void pool_release(server_t *s)
 {
 	pool_t *pool = s->pool;
 	if (s->state == SERVER_ACTIVE || s->state == SERVER_RESETTING)
-		pool->n_active--;
+		pool_active_dec(pool);
 	s->client = NULL;
 	s->last_used_ms = net_now_ms();
 	give(pool, s);
@@ -357,7 +373,7 @@ void pool_on_server_closed(server_t *s, server_state_t was)
 		return;
 	case SERVER_ACTIVE:
 	case SERVER_RESETTING:
-		pool->n_active--;
+		pool_active_dec(pool);
 		break;
 	case SERVER_CLOSED:
 		return;

@@ -25,6 +25,8 @@ typedef struct {
 /* Open server connections of (shard, node) over every user and database,
  * and the sum of their limits (for /metrics); thread-safe. */
 void pool_node_usage(int shard, int node, int *open, int *max);
+/* Server connections of the shard linked to clients now, every worker. */
+int pool_shard_active(int shard);
 
 struct pool {
 	worker_t *worker;

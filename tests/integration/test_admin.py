@@ -89,8 +89,83 @@ def part_refusals():
         check(rows and rows[0][0].startswith("shardgate "), "psycopg reads the result set", rows)
 
 
+def rows_of(out):
+    lines = out.splitlines()
+    return lines[0].split("|"), [l.split("|") for l in lines[1:-1]]
+
+
+def part_worker_commands():
+    import threading
+    import time
+    from sgtest import dsn, pool_mode
+    holder = psycopg.connect(dsn(), autocommit=True)
+    holder.execute("BEGIN")
+    pid = str(holder.execute("SELECT pg_backend_pid()").fetchone()[0])
+    try:
+        rc, out, err = psql("SHOW CLIENTS")
+        cols, rows = rows_of(out)
+        check_eq(cols, ["worker", "id", "user", "database", "address", "state", "server", "shard",
+                        "node", "connected_s", "idle_ms"], "SHOW CLIENTS columns")
+        mine = [r for r in rows if r[3] == "app" and r[6]]
+        check(mine, "a client of database app holding a server", out)
+        rc, out, err = psql("SHOW SERVERS")
+        cols, rows = rows_of(out)
+        check_eq(cols, ["worker", "id", "shard", "node", "address", "state", "client",
+                        "backend_pid", "tx", "user", "age_s", "busy_ms"], "SHOW SERVERS columns")
+        held = [r for r in rows if r[7] == pid]
+        check(len(held) == 1 and held[0][2] == "s0" and held[0][8] == "T",
+              "the held backend %s in a transaction on s0" % pid, out)
+        client_id = held[0][6]
+        check(any(r[1] == client_id and r[6] == held[0][1] for r in mine),
+              "SHOW CLIENTS names the same server", (client_id, mine))
+        rc, out, err = psql("SHOW POOLS")
+        cols, rows = rows_of(out)
+        check_eq(cols, ["worker", "shard", "node", "address", "user", "database", "active", "idle",
+                        "connecting", "waiting", "max_wait_ms", "size"], "SHOW POOLS columns")
+        check(any(r[1] == "s0" and r[2] == "0" and int(r[6]) >= 1 for r in rows),
+              "an active s0 primary pool", out)
+        rc, out, err = psql("KILL %s" % client_id)
+        check(rc == 0 and "KILL" in out, "KILL answered", out + err)
+        try:
+            holder.execute("SELECT 1")
+            fail("a killed client went on")
+        except psycopg.Error:
+            pass
+        rc, out, err = psql("KILL 999999999")
+        check(rc != 0 and "no client" in err, "KILL of an unknown client", err)
+    finally:
+        holder.close()
+    if pool_mode() != "transaction":
+        return  # sessions hold their servers: PAUSE would wait for them to end
+    c = psycopg.connect(dsn(), autocommit=True)
+    c.execute("SELECT 1")
+    try:
+        rc, out, err = psql("PAUSE s0")
+        check(rc == 0 and "PAUSE" in out, "PAUSE s0 answered", out + err)
+        got = {}
+        t = threading.Thread(target=lambda: got.setdefault("v", c.execute("SELECT 7").fetchone()[0]))
+        t.start()
+        paused = False
+        for _ in range(50):
+            rc, out, err = psql("SHOW CLIENTS")
+            if any(r[5] == "paused" for r in rows_of(out)[1]):
+                paused = True
+                break
+            time.sleep(0.05)
+        check(paused and "v" not in got, "the statement waits while s0 is paused", out)
+    finally:
+        rc, out, err = psql("RESUME s0")
+    check(rc == 0 and "RESUME" in out, "RESUME s0 answered", out + err)
+    t.join(timeout=10)
+    check_eq(got.get("v"), 7, "the statement after RESUME")
+    c.close()
+    rc, out, err = psql("PAUSE nosuch")
+    check(rc != 0 and "no shard" in err, "PAUSE of an unknown shard", err)
+
+
 run_parts([
     ("show_commands", part_show_commands),
+    ("worker_commands", part_worker_commands),
     ("show_route", part_show_route),
     ("refusals", part_refusals),
 ])

@@ -1060,6 +1060,7 @@ static void fail_unit(client_t *c, const char *sqlstate, const char *message)
 static bool start_unit(client_t *c)
 {
 	server_t *s = c->server;
+	c->units++;
 	if (c->pin_next) {
 		c->pin_next = false;
 		c->pinned = true;
@@ -1607,6 +1608,19 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 				/* PAUSE from the admin console: it waits for RESUME. */
 				remap_park(c);
 				break;
+			}
+			int limit = pool ? cfg->shards[pool->shard].max_concurrent : 0;
+			if (limit > 0 && unit_len > 0 && pool_shard_active(pool->shard) >= limit) {
+				/* A bulkhead: a saturated shard fails fast, the others
+				 * are not held up by clients queueing for it. */
+				char text[200];
+				snprintf(text, sizeof(text),
+					 "shard %s is saturated: %d statements run there "
+					 "(shards[].max_concurrent)",
+					 cfg->shards[pool->shard].name, limit);
+				fail_unit(c, "53300", text);
+				pos += unit_len;
+				continue;
 			}
 			if (!pool) {
 				char text[200];

@@ -241,6 +241,7 @@ struct client {
 	client_t *wait_next, *wait_prev;
 	int64_t wait_start_ms;
 	int64_t last_active_ms; /* its last message (timeouts.client_idle, idle_in_transaction) */
+	uint64_t units;		/* units of work started: the request id is "<id>.<units>" */
 	/* rebalance cut-over (remap.c) */
 	int64_t rm_exempt;     /* the pause its running transaction began before */
 	bool rm_is_parked;     /* its next statement waits for the cut-over */

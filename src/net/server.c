@@ -602,9 +602,21 @@ void server_send_cancel(server_t *s)
 
 void server_busy(server_t *s, bool busy)
 {
-	if (busy && s->busy_since_ms == 0)
+	if (busy && s->busy_since_ms == 0) {
 		s->busy_since_ms = net_now_ms();
-	else if (!busy) {
+	} else if (!busy && s->busy_since_ms) {
+		int64_t took = net_now_ms() - s->busy_since_ms;
+		int64_t slow = s->worker->config->slow_statement_ms;
+		if (slow > 0 && took >= slow && s->pool)
+			log_warning("slow_statement",
+				    "\"request\":\"%llu.%llu\",\"client\":%llu,\"server\":%llu,"
+				    "\"backend_pid\":%u,\"shard\":\"%s\",\"node\":%d,\"ms\":%lld",
+				    s->client ? (unsigned long long)s->client->id : 0ULL,
+				    s->client ? (unsigned long long)s->client->units : 0ULL,
+				    s->client ? (unsigned long long)s->client->id : 0ULL,
+				    (unsigned long long)s->id, s->backend_pid,
+				    s->worker->config->shards[s->pool->shard].name, s->pool->node,
+				    (long long)took);
 		s->busy_since_ms = 0;
 		s->timed_out = false;
 	}

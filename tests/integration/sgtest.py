@@ -261,3 +261,65 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class OwnProxy:
+    """A proxy of the test's own, on a free port, with the configuration
+    text `yaml` (its listen line is added: give everything else). The
+    runner's cluster is behind it; its log goes to a temporary file."""
+
+    def __init__(self, name, yaml, port=None):
+        import subprocess
+        import tempfile
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="sg-%s-" % name)
+        self.cfg = os.path.join(self.dir, name + ".yaml")
+        self.log_path = os.path.join(self.dir, name + ".log")
+        self.write(yaml)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([env("SG_SHARDGATE"), "-c", self.cfg], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        import psycopg
+        for _ in range(100):
+            try:
+                psycopg.connect(self.dsn(), connect_timeout=1).close()
+                return
+            except psycopg.Error:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        fail("proxy %s did not start; its log:\n%s" % (name, self.log_text()))
+
+    def write(self, yaml, listen_port=None):
+        with open(self.cfg, "w") as f:
+            f.write("listen: 127.0.0.1:%d\n%s" % (listen_port or self.port, yaml))
+
+    def dsn(self, db="app"):
+        return "host=127.0.0.1 port=%d user=postgres dbname=%s connect_timeout=3" % (self.port, db)
+
+    def connect(self):
+        import psycopg
+        return psycopg.connect(self.dsn(), autocommit=True)
+
+    def admin(self, sql):
+        import psycopg
+        with psycopg.connect(self.dsn("shardgate"), autocommit=True) as c:
+            cur = c.execute(sql)
+            return cur.fetchall() if cur.description else cur.statusmessage
+
+    def wait(self, timeout=30):
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.log.close()
+
+    def stop(self):
+        """SIGINT, then the exit code (0 also means ASan found no leak)."""
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.wait()
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()

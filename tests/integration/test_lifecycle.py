@@ -13,10 +13,7 @@ Each part starts its own proxy (on a free port, the runner's cluster behind it):
 """
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 import psycopg
@@ -25,14 +22,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import sgtest  # noqa: E402
 
 BASE = int(sgtest.env("PGTEST_BASE_PORT"))
-BIN = sgtest.env("SG_SHARDGATE")
-WORK = tempfile.mkdtemp(prefix="sg-lifecycle-")
 
 
-def write_config(path, port, pool_size=20, timeouts="", listen_port=None, extra=""):
-    with open(path, "w") as f:
-        f.write("""listen: 127.0.0.1:%d
-workers: 2
+def config_text(pool_size=20, timeouts="", extra=""):
+    return """workers: 2
 pool: { mode: %s, size: %d }
 timeouts: { wait: 1s, login: 10s%s }
 log: { level: info }
@@ -41,55 +34,15 @@ admin: { users: [postgres] }
 backend: { user: postgres, password: postgres }
 shards:
   - { name: s0, primary: 127.0.0.1:%d }
-%s""" % (listen_port or port, sgtest.pool_mode(), pool_size, timeouts, BASE, extra))
+%s""" % (sgtest.pool_mode(), pool_size, timeouts, BASE, extra)
 
 
-class Proxy:
+class Proxy(sgtest.OwnProxy):
     def __init__(self, name, **kw):
-        self.port = sgtest.free_port()
-        self.cfg = os.path.join(WORK, name + ".yaml")
-        self.log_path = os.path.join(WORK, name + ".log")
-        write_config(self.cfg, self.port, **kw)
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([BIN, "-c", self.cfg], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        for _ in range(100):
-            try:
-                psycopg.connect(self.dsn(), connect_timeout=1).close()
-                return
-            except psycopg.Error:
-                time.sleep(0.1)
-        sgtest.fail("proxy %s did not start; log %s" % (name, self.log_path))
+        super().__init__(name, config_text(**kw))
 
-    def dsn(self, db="app"):
-        return "host=127.0.0.1 port=%d user=postgres dbname=%s connect_timeout=3" % (self.port, db)
-
-    def connect(self):
-        return psycopg.connect(self.dsn(), autocommit=True)
-
-    def admin(self, sql):
-        with psycopg.connect(self.dsn("shardgate"), autocommit=True) as c:
-            cur = c.execute(sql)
-            return cur.fetchall() if cur.description else cur.statusmessage
-
-    def rewrite(self, **kw):
-        write_config(self.cfg, self.port, **kw)
-
-    def wait(self, timeout=30):
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        finally:
-            self.log.close()
-        return rc
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.wait()
-
-    def log_text(self):
-        with open(self.log_path) as f:
-            return f.read()
+    def rewrite(self, listen_port=None, **kw):
+        self.write(config_text(**kw), listen_port=listen_port)
 
 
 def direct():

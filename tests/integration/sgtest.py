@@ -265,17 +265,19 @@ def free_port():
 
 class OwnProxy:
     """A proxy of the test's own, on a free port, with the configuration
-    text `yaml` (its listen line is added: give everything else). The
-    runner's cluster is behind it; its log goes to a temporary file."""
+    text `yaml` (its listen line is added: give everything else), or the
+    file config_path as it is (listening on `port`). The runner's cluster
+    is behind it; its log goes to a temporary file."""
 
-    def __init__(self, name, yaml, port=None):
+    def __init__(self, name, yaml=None, port=None, config_path=None):
         import subprocess
         import tempfile
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="sg-%s-" % name)
-        self.cfg = os.path.join(self.dir, name + ".yaml")
+        self.cfg = config_path or os.path.join(self.dir, name + ".yaml")
         self.log_path = os.path.join(self.dir, name + ".log")
-        self.write(yaml)
+        if not config_path:
+            self.write(yaml)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([env("SG_SHARDGATE"), "-c", self.cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -133,31 +133,9 @@ def create_tables():
                       "PRIMARY KEY (tenant_id, id))")
 
 
-class Proxy:
-    def __init__(self, cfg, port, log):
-        self.port = port
-        self.log = open(log, "w")
-        self.proc = subprocess.Popen([BIN, "-c", cfg], stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(100):
-            try:
-                psycopg.connect(self.dsn(), connect_timeout=1).close()
-                return
-            except psycopg.Error:
-                time.sleep(0.1)
-        sgtest.fail("proxy on port %d did not start" % port)
-
-    def dsn(self, db="app"):
-        return "host=127.0.0.1 port=%d user=postgres dbname=%s" % (self.port, db)
-
-    def admin(self, sql):
-        with psycopg.connect(self.dsn("shardgate"), autocommit=True) as c:
-            return c.execute(sql).fetchall()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(timeout=30)
-        self.log.close()
-        return rc
+def Proxy(cfg, port, log):
+    """A proxy running the map file cfg (which listens on port)."""
+    return sgtest.OwnProxy(os.path.basename(log)[:-4], port=port, config_path=cfg)
 
 
 class Worker(threading.Thread):

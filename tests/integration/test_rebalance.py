@@ -14,7 +14,6 @@ fail naming its unit; abort undoes a move that has not cut over.
 """
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -213,10 +212,6 @@ def shardgate(*args, env=None, check_rc=None):
         sgtest.fail("shardgate %s: exit %d (expected %d)\nstdout:\n%s\nstderr:\n%s"
                     % (" ".join(args), p.returncode, check_rc, p.stdout[-3000:], p.stderr[-3000:]))
     return p
-
-
-def bucket_owner(shard_rows):
-    return shard_rows
 
 
 def main():

@@ -7,7 +7,7 @@ packages=(
 	build-essential pkg-config
 	libpq-dev libpg-query-dev libprotobuf-c-dev libyaml-dev check libevent-dev libssl-dev
 	postgresql-15 postgresql-client-15 pgbouncer
-	python3 python3-psycopg python3-asyncpg
+	python3 python3-psycopg python3-asyncpg python3-prometheus-client
 	clang libclang-rt-14-dev curl openssl procps
 )
 

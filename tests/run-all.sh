@@ -57,6 +57,7 @@ health: { interval: 100ms, failures_to_open: 3, open_for: 1s }
 routing: { max_replica_lag: { bytes: 1MB, time: 3s }, read_your_writes_wait: 20ms }
 auth: { method: trust }
 admin: { users: [postgres] }
+metrics: 127.0.0.1:$((proxy_port + 1))
 backend: { user: postgres, password: postgres }
 shards:
   - name: s0
@@ -130,6 +131,7 @@ export PGTEST_BASE_PORT=$base
 export SG_SHARDGATE=$build/shardgate
 export SG_HOST=127.0.0.1 SG_PORT=$proxy_port
 export SG_DSN="host=127.0.0.1 port=$proxy_port user=postgres dbname=app"
+export SG_METRICS=127.0.0.1:$((proxy_port + 1))
 export PYTHONDONTWRITEBYTECODE=1
 
 for mode in transaction session; do

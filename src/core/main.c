@@ -13,6 +13,8 @@
 
 #include "config/config.h"
 #include "core/log.h"
+#include "core/stats.h"
+#include "net/metrics.h"
 #include <openssl/crypto.h>
 
 #include "analyze/analyze.h"
@@ -182,6 +184,15 @@ static int serve(const options_t *opt)
 	}
 	/* A rebalance may have moved units since this map was written. */
 	const config_t *map = remap_recover(config);
+	if (!stats_init(map)) {
+		fprintf(stderr, "shardgate: out of memory\n");
+		return 1;
+	}
+	if (!metrics_start(map, err, sizeof(err))) {
+		log_error("start_failed", "\"error\":\"%s\"", err);
+		fprintf(stderr, "shardgate: %s\n", err);
+		return 1;
+	}
 	if (!net_start(map, err, sizeof(err))) {
 		log_error("start_failed", "\"error\":\"%s\"", err);
 		fprintf(stderr, "shardgate: %s\n", err);
@@ -201,12 +212,14 @@ static int serve(const options_t *opt)
 			net_drain(proxy.loaded_config->timeouts.shutdown_ms);
 		break;
 	}
+	metrics_stop();
 	net_stop();
 	net_wait();
 	health_stop();
 	if (opt->pidfile)
 		unlink(opt->pidfile);
 	remap_shutdown(); /* frees every map, config among them */
+	stats_free();
 	return 0;
 }
 

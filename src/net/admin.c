@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/version.h"
 #include "health/health.h"
 #include "net/net.h"
@@ -128,6 +129,43 @@ static void show_version(buf_t *out)
 	const char *values[1] = {"shardgate " SHARDGATE_VERSION};
 	result_begin(&r, out, columns, 1);
 	result_row(&r, values);
+	result_end(&r, "SHOW");
+}
+
+/* Per shard and node: the last minute's statements, errors and latency
+ * percentiles, and the totals since start (core/stats.h). */
+static void show_stats(buf_t *out, const config_t *cfg)
+{
+	result_t r;
+	const char *columns[12] = {"shard",	    "node",	    "address",	    "statements_1m",
+				   "errors_1m",	    "p50_ms",	    "p95_ms",	    "p99_ms",
+				   "statements",    "errors",	    "wait_total_ms", "wait_max_ms"};
+	result_begin(&r, out, columns, 12);
+	for (int s = 0; s < cfg->n_shards; s++) {
+		const cfg_shard_t *sh = &cfg->shards[s];
+		for (int n = 0; n <= sh->n_replicas; n++) {
+			stats_node_t st;
+			if (!stats_node(s, n, &st))
+				continue;
+			const cfg_address_t *a = n == 0 ? &sh->primary.address
+							: &sh->replicas[n - 1].address;
+			char node[16], addr[300], v[10][32];
+			snprintf(node, sizeof(node), "%d", n);
+			snprintf(addr, sizeof(addr), "%s:%d", a->host, a->port);
+			snprintf(v[0], 32, "%llu", (unsigned long long)st.statements);
+			snprintf(v[1], 32, "%llu", (unsigned long long)st.errors);
+			snprintf(v[2], 32, "%.3f", st.p50_ms);
+			snprintf(v[3], 32, "%.3f", st.p95_ms);
+			snprintf(v[4], 32, "%.3f", st.p99_ms);
+			snprintf(v[5], 32, "%llu", (unsigned long long)st.total_statements);
+			snprintf(v[6], 32, "%llu", (unsigned long long)st.total_errors);
+			snprintf(v[7], 32, "%.1f", (double)st.total_wait_us / 1000.0);
+			snprintf(v[8], 32, "%.1f", (double)st.max_wait_us / 1000.0);
+			const char *values[12] = {sh->name, node, addr, v[0], v[1], v[2],
+						  v[3],	    v[4], v[5], v[6], v[7], v[8]};
+			result_row(&r, values);
+		}
+	}
 	result_end(&r, "SHOW");
 }
 
@@ -305,6 +343,8 @@ bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len)
 		show_shards(out, cfg);
 	} else if ((rest = starts_with(cmd, "SHOW NODES")) && !*rest) {
 		show_nodes(out, cfg);
+	} else if ((rest = starts_with(cmd, "SHOW STATS")) && !*rest) {
+		show_stats(out, cfg);
 	} else if ((rest = starts_with(cmd, "SHOW CONFIG")) && !*rest) {
 		show_config(out, cfg);
 	} else if ((rest = starts_with(cmd, "SHOW ROUTE")) && *rest) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/version.h"
 #include "health/health.h"
 #include "net/io.h"
@@ -184,6 +185,8 @@ void client_close(client_t *c, const char *reason)
 	limits_leave(c);
 	c->state = CLIENT_CLOSED;
 	if (c->logged_in)
+		stats_clients(-1);
+	if (c->logged_in)
 		hashmap_remove(&w->clients_by_key, &c->cancel_pid, sizeof(c->cancel_pid));
 	event_del(c->ev_read);
 	event_del(c->ev_write);
@@ -348,6 +351,7 @@ static void finish_login(client_t *c)
 	proto_put_backend_key(&c->out, c->cancel_pid, c->cancel_key);
 	proto_put_ready(&c->out, 'I');
 	c->logged_in = true;
+	stats_clients(+1);
 	if (c->ev_timer)
 		event_del(c->ev_timer);
 	char esc[256];
@@ -801,6 +805,7 @@ static void classify_text(client_t *c, const char *sql, size_t len, route_class_
 	worker_t *w = c->worker;
 	const analysis_t *a = analyzer_lookup(w->analyzer, sql, len);
 	if (a) {
+		stats_route_cache(true);
 		route_classify(w->config, a, params_is_synced, out);
 		return;
 	}
@@ -821,10 +826,12 @@ static void classify_text(client_t *c, const char *sql, size_t len, route_class_
 	if (key_len && literals) {
 		route_class_t *known = hashmap_get(&w->shapes, key, key_len);
 		if (known) {
+			stats_route_cache(true);
 			*out = *known;
 			return;
 		}
 	}
+	stats_route_cache(false);
 	a = analyzer_get(w->analyzer, sql, len);
 	if (!a) {
 		route_class_unknown(out, "out of memory");

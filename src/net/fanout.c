@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "health/health.h"
 #include "merge/merge.h"
 #include "merge/plan.h"
@@ -80,9 +81,13 @@ typedef struct {
 /* A leg runs a statement: its server counts as busy (timeouts.query). */
 static void set_running(fan_leg_t *leg, bool on)
 {
+	server_t *s = leg->server;
+	if (s && !on && leg->running && s->busy_since_ms && s->pool)
+		stats_statement(s->pool->shard, s->pool->node, s->pool->node == 0,
+				(net_now_ms() - s->busy_since_ms) * 1000, NULL);
 	leg->running = on;
-	if (leg->server)
-		server_busy(leg->server, on);
+	if (s)
+		server_busy(s, on);
 }
 
 enum { OWE_DROP_PARSE, OWE_BIND, OWE_DESCRIBE, OWE_EXECUTE, OWE_SYNC, OWE_QUERY };

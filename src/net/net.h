@@ -117,6 +117,7 @@ typedef struct {
 	uint8_t kind;
 	uint8_t action;
 	uint8_t synth;	    /* message type to synthesize */
+	int64_t unit_start_us; /* QUERY/SYNC: when the unit's first message went */
 	bool capture_lsn;   /* the proxy's WAL position query: keep the value */
 	stmt_t *created;    /* a Parse that registered this statement */
 	char *error;	    /* ACTION_SYNTH of an ErrorResponse: its message */
@@ -172,6 +173,8 @@ struct server {
 	fanout_t *fan; /* a leg of this fan-out (fanout.c) */
 	int64_t busy_since_ms; /* running something since (0: idle): timeouts.query */
 	bool timed_out;	       /* cancelled by timeouts.query */
+	int64_t next_unit_start_us; /* first message of the unit being sent (0: none) */
+	char unit_sqlstate[6];	    /* first error of the unit being answered */
 };
 
 typedef enum {

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "health/health.h"
 #include "net/net.h"
 #include "pool/pool.h"
@@ -32,6 +34,13 @@ static pending_t *pending_at(server_t *s, int i)
 static pending_t *pending_first(server_t *s)
 {
 	return s->pending_count ? pending_at(s, 0) : NULL;
+}
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static bool pending_push(server_t *s, pending_kind_t kind, pending_action_t action, uint8_t synth,
@@ -56,6 +65,15 @@ static bool pending_push(server_t *s, pending_kind_t kind, pending_action_t acti
 	p->capture_lsn = false;
 	p->error = NULL;
 	p->created = created;
+	p->unit_start_us = 0;
+	if (action == ACTION_FORWARD) {
+		if (!s->next_unit_start_us)
+			s->next_unit_start_us = mono_us();
+		if (kind == PENDING_QUERY || kind == PENDING_SYNC) {
+			p->unit_start_us = s->next_unit_start_us;
+			s->next_unit_start_us = 0;
+		}
+	}
 	if (s->pending_count++ == 0)
 		server_busy(s, true);
 	return true;
@@ -78,6 +96,8 @@ void relay_reset_pending(server_t *s)
 	s->pending_head = 0;
 	s->pending_count = 0;
 	server_busy(s, false);
+	s->next_unit_start_us = 0;
+	s->unit_sqlstate[0] = '\0';
 	s->skipping = false;
 }
 
@@ -701,6 +721,24 @@ bool relay_server_message(server_t *s, uint8_t type, const uint8_t *msg, size_t 
 		buf_free(&c->replay); /* answered: no longer safe to run again */
 	}
 
+	if (type == 'E' && relay && !s->unit_sqlstate[0]) {
+		proto_reader_t r;
+		uint8_t field;
+		const char *value;
+		proto_reader_init(&r, msg + 5, len - 5);
+		while (proto_read_u8(&r, &field) && field != 0 && proto_read_cstr(&r, &value, NULL))
+			if (field == 'C') {
+				snprintf(s->unit_sqlstate, sizeof(s->unit_sqlstate), "%s", value);
+				break;
+			}
+		if (!s->unit_sqlstate[0])
+			snprintf(s->unit_sqlstate, sizeof(s->unit_sqlstate), "XX000");
+	}
+	if (type == 'Z' && p->unit_start_us) {
+		stats_statement(s->pool->shard, s->pool->node, s->pool->node == 0,
+				mono_us() - p->unit_start_us, s->unit_sqlstate[0] ? s->unit_sqlstate : NULL);
+		s->unit_sqlstate[0] = '\0';
+	}
 	if (type == 'Z' && len >= 6)
 		s->tx_status = (char)msg[5];
 	else if (type == 'C' && relay)

@@ -39,6 +39,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "net/io.h"
 #include "net/net.h"
 #include "proto/proto.h"
@@ -189,6 +190,7 @@ static void release_parked(worker_t *w)
 		list = c->rm_next;
 		c->rm_next = c->rm_prev = NULL;
 		c->rm_is_parked = false;
+		stats_rebalance_waiting(-1);
 		int64_t waited = now - c->rm_parked_ms;
 		int64_t seen = atomic_load(&max_wait_ms);
 		while (waited > seen && !atomic_compare_exchange_weak(&max_wait_ms, &seen, waited))
@@ -356,6 +358,7 @@ void remap_park(client_t *c)
 	w->rm_parked = c;
 	atomic_fetch_add(&w->rm_n_parked, 1);
 	atomic_fetch_add(&paused_total, 1);
+	stats_rebalance_waiting(1);
 	io_pause_read(c->ev_read, &c->read_paused);
 }
 
@@ -378,6 +381,7 @@ void remap_forget(client_t *c)
 		c->rm_next = c->rm_prev = NULL;
 		c->rm_is_parked = false;
 		atomic_fetch_sub(&w->rm_n_parked, 1);
+		stats_rebalance_waiting(-1);
 	}
 	if (c->rm_timer) {
 		event_free(c->rm_timer);
@@ -653,6 +657,7 @@ static void cmd_switch(client_t *c, int64_t version, const char *spec)
 	proxy.config = next;
 	st.version = version;
 	pthread_mutex_unlock(&lock);
+	stats_rebalance_version(version);
 	directory_clear(); /* keys may have moved */
 	wake_workers();
 	remap_sync(c->worker);

@@ -7,6 +7,7 @@
  * serves the next transaction.
  */
 #include "pool/pool.h"
+#include "core/stats.h"
 
 #include <event2/event.h>
 #include <openssl/rand.h>
@@ -187,6 +188,7 @@ static void enqueue(pool_t *pool, client_t *c)
 	pool->wait_tail = c;
 	pool->n_waiting++;
 	c->wait_start_ms = net_now_ms();
+	stats_waiting(pool->shard, pool->node, +1);
 }
 
 void pool_cancel_wait(pool_t *pool, client_t *c)
@@ -206,6 +208,8 @@ void pool_cancel_wait(pool_t *pool, client_t *c)
 		pool->wait_tail = c->wait_prev;
 	c->wait_next = c->wait_prev = NULL;
 	pool->n_waiting--;
+	stats_waiting(pool->shard, pool->node, -1);
+	stats_pool_wait(pool->shard, pool->node, (net_now_ms() - c->wait_start_ms) * 1000);
 }
 
 static void fail_waiters(pool_t *pool);

@@ -40,6 +40,17 @@ def part_show_commands():
              "SHOW NODES columns")
     check_eq(len(lines), 1 + 4 + 1, "four nodes and the row count")
     check("s0|0|" in out and "|primary|up|closed|" in out, "the s0 primary up", out)
+    with psycopg.connect(env("SG_DSN"), autocommit=True) as c:
+        for _ in range(5):
+            c.execute("SELECT 1")
+    rc, out, err = psql("SHOW STATS")
+    lines = out.splitlines()
+    check_eq(lines[0], "shard|node|address|statements_1m|errors_1m|p50_ms|p95_ms|p99_ms|"
+             "statements|errors|wait_total_ms|wait_max_ms", "SHOW STATS columns")
+    s0 = [l.split("|") for l in lines[1:-1] if l.startswith("s0|")]
+    check_eq(len(s0), 3, "a row per node of s0 (primary and two replicas)")
+    check(sum(int(r[3]) for r in s0) >= 5 and any(float(r[7]) > 0 for r in s0),
+          "s0's nodes ran the statements in the last minute, with a p99", out)
     rc, out, err = psql("SHOW CONFIG")
     check(rc == 0 and "s0" in out, "the configuration", out + err)
     check("postgres" not in [l.strip() for l in out.splitlines() if "password" in l],

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -196,9 +197,9 @@ static void show_shards(buf_t *out, const config_t *cfg)
 static void show_nodes(buf_t *out, const config_t *cfg)
 {
 	result_t r;
-	const char *columns[9] = {"shard",     "node",	 "address", "role",	    "state",
-				  "circuit",   "lag_bytes", "lag_ms",  "last_error"};
-	result_begin(&r, out, columns, 9);
+	const char *columns[10] = {"shard",   "node",	  "address", "role",	   "state",
+				   "circuit", "lag_bytes", "lag_ms",  "last_check", "last_error"};
+	result_begin(&r, out, columns, 10);
 	const health_snapshot_t *snap = health_acquire();
 	for (int i = 0; snap && i < snap->n_nodes; i++) {
 		const health_node_t *n = &snap->nodes[i];
@@ -206,12 +207,21 @@ static void show_nodes(buf_t *out, const config_t *cfg)
 			continue;
 		const cfg_shard_t *sh = &cfg->shards[n->shard];
 		const cfg_node_t *cn = n->node == 0 ? &sh->primary : &sh->replicas[n->node - 1];
-		char node[16], address[300], lag_bytes[32], lag_ms[32];
+		char node[16], address[300], lag_bytes[32], lag_ms[32], checked[48] = "";
 		snprintf(node, sizeof(node), "%d", n->node);
 		snprintf(address, sizeof(address), "%s:%d", cn->address.host, cn->address.port);
 		snprintf(lag_bytes, sizeof(lag_bytes), "%lld", (long long)n->lag_bytes);
 		snprintf(lag_ms, sizeof(lag_ms), "%lld", (long long)n->lag_ms);
-		const char *values[9] = {sh->name,
+		if (n->last_check_ms > 0) {
+			/* wall clock, ms since the epoch: as an ISO 8601 UTC time */
+			time_t secs = (time_t)(n->last_check_ms / 1000);
+			struct tm tm;
+			gmtime_r(&secs, &tm);
+			size_t k = strftime(checked, sizeof(checked), "%Y-%m-%dT%H:%M:%S", &tm);
+			snprintf(checked + k, sizeof(checked) - k, ".%03dZ",
+				 (int)(n->last_check_ms % 1000));
+		}
+		const char *values[10] = {sh->name,
 					 node,
 					 address,
 					 n->in_recovery ? "replica" : "primary",
@@ -219,6 +229,7 @@ static void show_nodes(buf_t *out, const config_t *cfg)
 					 breaker_state_name(n->breaker),
 					 lag_bytes,
 					 lag_ms,
+					 checked[0] ? checked : NULL,
 					 n->last_error[0] ? n->last_error : NULL};
 		result_row(&r, values);
 	}

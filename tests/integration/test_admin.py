@@ -36,8 +36,11 @@ def part_show_commands():
     check(lines[2].startswith("s1|"), "s1", lines[2])
     rc, out, err = psql("show nodes;")
     lines = out.splitlines()
-    check_eq(lines[0], "shard|node|address|role|state|circuit|lag_bytes|lag_ms|last_error",
-             "SHOW NODES columns")
+    check_eq(lines[0], "shard|node|address|role|state|circuit|lag_bytes|lag_ms|last_check|"
+             "last_error", "SHOW NODES columns")
+    import re
+    check(all(re.match(r"^s\d\|\d\|.*\|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\|", l)
+              for l in lines[1:-1]), "every node checked, with a UTC time", out)
     check_eq(len(lines), 1 + 4 + 1, "four nodes and the row count")
     check("s0|0|" in out and "|primary|up|closed|" in out, "the s0 primary up", out)
     with psycopg.connect(env("SG_DSN"), autocommit=True) as c:

@@ -69,12 +69,14 @@ run: deps
 	tests/demo-load.sh
 	./shardgate -c shardmap.yaml
 
-# One plain pass and one pass under AddressSanitizer + UndefinedBehaviorSanitizer.
+# One plain pass, one pass under AddressSanitizer + UndefinedBehaviorSanitizer,
+# then every libFuzzer harness for 30 s (ASan + UBSan too).
 test: deps
 	$(MAKE) build-all shardgate
 	tests/run-all.sh $(BUILD)
 	$(MAKE) build-all BUILD=build/asan SAN="$(ASAN_FLAGS)" OPT=-O1
 	tests/run-all.sh build/asan
+	tests/fuzz/run.sh 30
 
 integration: build-all
 	tests/run-all.sh $(BUILD) integration

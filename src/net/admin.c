@@ -48,13 +48,7 @@ bool admin_may_enter(const config_t *config, const char *user)
 
 /* ---- result sets ---- */
 
-typedef struct {
-	buf_t *out;
-	int n_columns;
-	uint64_t rows;
-} result_t;
-
-static void result_begin(result_t *r, buf_t *out, const char *const *columns, int n)
+void result_begin(result_t *r, buf_t *out, const char *const *columns, int n)
 {
 	r->out = out;
 	r->n_columns = n;
@@ -74,7 +68,7 @@ static void result_begin(result_t *r, buf_t *out, const char *const *columns, in
 }
 
 /* One row; NULL values are SQL NULL. */
-static void result_row(result_t *r, const char *const *values)
+void result_row(result_t *r, const char *const *values)
 {
 	buf_t body = {0};
 	uint8_t two[2] = {(uint8_t)(r->n_columns >> 8), (uint8_t)r->n_columns};
@@ -92,7 +86,7 @@ static void result_row(result_t *r, const char *const *values)
 	r->rows++;
 }
 
-static void result_end(result_t *r, const char *verb)
+void result_end(result_t *r, const char *verb)
 {
 	char tag[64];
 	snprintf(tag, sizeof(tag), "%s %llu", verb, (unsigned long long)r->rows);

@@ -431,7 +431,17 @@ void sharding_route_message(client_t *c, uint8_t type, const uint8_t *msg, size_
 void unit_route_free(unit_route_t *u);
 void sharding_free_worker(worker_t *w);
 
-/* The admin console, database "shardgate" (admin.c). */
+/* The admin console, database "shardgate" (admin.c). Its answers are
+ * result sets of text columns: result_begin, a result_row per row (NULL
+ * values are SQL NULL), result_end with the command tag's verb. */
+typedef struct {
+	buf_t *out;
+	int n_columns;
+	uint64_t rows;
+} result_t;
+void result_begin(result_t *r, buf_t *out, const char *const *columns, int n);
+void result_row(result_t *r, const char *const *values);
+void result_end(result_t *r, const char *verb);
 bool admin_is_console(const char *database);
 bool admin_may_enter(const config_t *config, const char *user);
 bool admin_message(client_t *c, uint8_t type, const uint8_t *msg, size_t len);

@@ -438,39 +438,19 @@ static char *literal(const char **pp)
 	return out;
 }
 
+/* One row (state, version, ms) and the command's tag. */
 static void reply_row(client_t *c, const char *command, const char *state, int64_t version,
 		      int64_t ms)
 {
-	buf_t body = {0};
-	/* Row description: state text, version text, ms text. */
-	const char *cols[3] = {"state", "version", "ms"};
-	uint8_t two[2] = {0, 3};
-	buf_append(&body, two, 2);
-	for (int i = 0; i < 3; i++) {
-		static const uint8_t rest[18] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff,
-						 0xff, 0xff, 0xff, 0xff, 0, 0};
-		buf_append(&body, cols[i], strlen(cols[i]) + 1);
-		buf_append(&body, rest, sizeof(rest));
-	}
-	proto_put_message(&c->out, 'T', buf_head(&body), buf_avail(&body));
-	buf_free(&body);
+	static const char *const cols[3] = {"state", "version", "ms"};
 	char v[32], m[32];
 	snprintf(v, sizeof(v), "%" PRId64, version);
 	snprintf(m, sizeof(m), "%" PRId64, ms);
 	const char *vals[3] = {state, v, m};
-	uint8_t n2[2] = {0, 3};
-	buf_append(&body, n2, 2);
-	for (int i = 0; i < 3; i++) {
-		uint8_t len[4];
-		buf_set_u32(len, (uint32_t)strlen(vals[i]));
-		buf_append(&body, len, 4);
-		buf_append(&body, vals[i], strlen(vals[i]));
-	}
-	proto_put_message(&c->out, 'D', buf_head(&body), buf_avail(&body));
-	buf_free(&body);
-	char tag[64];
-	snprintf(tag, sizeof(tag), "%s", command);
-	proto_put_message(&c->out, 'C', tag, strlen(tag) + 1);
+	result_t r;
+	result_begin(&r, &c->out, cols, 3);
+	result_row(&r, vals);
+	proto_put_message(&c->out, 'C', command, strlen(command) + 1);
 }
 
 /* Under the lock: ends the pause or the settling. */
@@ -714,36 +694,18 @@ static void show_rebalance(client_t *c)
 	int waiting = 0;
 	for (int i = 0; i < proxy.n_workers; i++)
 		waiting += atomic_load(&proxy.workers[i].rm_n_parked);
-	buf_t body = {0};
-	const char *cols[6] = {"map_version", "paused", "pause_version", "unit", "waiting",
-			       "max_wait_ms"};
-	uint8_t two[2] = {0, 6};
-	buf_append(&body, two, 2);
-	for (int i = 0; i < 6; i++) {
-		static const uint8_t rest[18] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff,
-						 0xff, 0xff, 0xff, 0xff, 0, 0};
-		buf_append(&body, cols[i], strlen(cols[i]) + 1);
-		buf_append(&body, rest, sizeof(rest));
-	}
-	proto_put_message(&c->out, 'T', buf_head(&body), buf_avail(&body));
-	buf_free(&body);
+	static const char *const cols[6] = {"map_version",   "paused",  "pause_version",
+					    "unit",	     "waiting", "max_wait_ms"};
 	char a[32], b[32], d[32], e[32];
 	snprintf(a, sizeof(a), "%" PRId64, version);
 	snprintf(b, sizeof(b), "%" PRId64, paused ? pv : 0);
 	snprintf(d, sizeof(d), "%d", waiting);
 	snprintf(e, sizeof(e), "%" PRId64, (int64_t)atomic_load(&max_wait_ms));
 	const char *vals[6] = {a, phase_names[phase], b, spec, d, e};
-	uint8_t n2[2] = {0, 6};
-	buf_append(&body, n2, 2);
-	for (int i = 0; i < 6; i++) {
-		uint8_t len[4];
-		buf_set_u32(len, (uint32_t)strlen(vals[i]));
-		buf_append(&body, len, 4);
-		buf_append(&body, vals[i], strlen(vals[i]));
-	}
-	proto_put_message(&c->out, 'D', buf_head(&body), buf_avail(&body));
-	buf_free(&body);
-	proto_put_message(&c->out, 'C', "SHOW 1", 7);
+	result_t r;
+	result_begin(&r, &c->out, cols, 6);
+	result_row(&r, vals);
+	result_end(&r, "SHOW");
 	proto_put_ready(&c->out, 'I');
 }
 

@@ -518,26 +518,34 @@ static bool ensure_target_table(ctx_t *x, const rb_unit_t *u, int t)
 	return ok;
 }
 
+/* fmt with the table's quoted name and the unit's condition on it for its
+ * two %s (malloc'ed; NULL out of memory, with the message in x->err). */
+static char *unit_sql_text(ctx_t *x, const rb_unit_t *u, int t, const char *fmt)
+{
+	char qname[300];
+	rb_sql_table(qname, sizeof(qname), x->old->tables[t].name);
+	char *pred = rb_unit_predicate(x->old, u, t);
+	size_t cap = (pred ? strlen(pred) : 0) + strlen(fmt) + 512;
+	char *sql = pred ? malloc(cap) : NULL;
+	if (sql)
+		snprintf(sql, cap, fmt, qname, pred);
+	else
+		fail(x, "out of memory");
+	free(pred);
+	return sql;
+}
+
 /* Count and order-independent checksum of the unit's rows of table t, on
  * a shard's primary or, with `on` given, on that connection. */
 static bool unit_sum(ctx_t *x, const rb_unit_t *u, int t, int shard, PGconn *on, char *out,
 		     size_t outlen)
 {
-	char qname[300];
-	rb_sql_table(qname, sizeof(qname), x->old->tables[t].name);
-	char *pred = rb_unit_predicate(x->old, u, t);
-	if (!pred)
-		return fail(x, "out of memory");
-	size_t cap = strlen(pred) + 512;
-	char *sql = malloc(cap);
-	if (!sql) {
-		free(pred);
-		return fail(x, "out of memory");
-	}
-	snprintf(sql, cap,
-		 "SELECT count(*) || ':' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) "
-		 "FROM %s AS t WHERE %s",
-		 qname, pred);
+	char *sql = unit_sql_text(
+		x, u, t,
+		"SELECT count(*) || ':' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) "
+		"FROM %s AS t WHERE %s");
+	if (!sql)
+		return false;
 	bool ok;
 	if (on) {
 		PGresult *r = PQexec(on, sql);
@@ -550,7 +558,6 @@ static bool unit_sum(ctx_t *x, const rb_unit_t *u, int t, int shard, PGconn *on,
 	} else {
 		ok = scalar(x, shard, sql, 0, NULL, out, outlen);
 	}
-	free(pred);
 	free(sql);
 	return ok;
 }
@@ -558,20 +565,8 @@ static bool unit_sum(ctx_t *x, const rb_unit_t *u, int t, int shard, PGconn *on,
 /* Runs "<verb> FROM table WHERE <the unit's rows>" style SQL on a shard. */
 static bool unit_sql(ctx_t *x, const rb_unit_t *u, int t, int shard, const char *fmt)
 {
-	char qname[300];
-	rb_sql_table(qname, sizeof(qname), x->old->tables[t].name);
-	char *pred = rb_unit_predicate(x->old, u, t);
-	if (!pred)
-		return fail(x, "out of memory");
-	size_t cap = strlen(pred) + strlen(fmt) + 512;
-	char *sql = malloc(cap);
-	if (!sql) {
-		free(pred);
-		return fail(x, "out of memory");
-	}
-	snprintf(sql, cap, fmt, qname, pred);
-	bool ok = run(x, shard, sql, 0, NULL);
-	free(pred);
+	char *sql = unit_sql_text(x, u, t, fmt);
+	bool ok = sql && run(x, shard, sql, 0, NULL);
 	free(sql);
 	return ok;
 }
@@ -637,23 +632,12 @@ static bool estimate(ctx_t *x, rb_unit_t *u)
 	int n = group_tables(x, u, tables);
 	u->rows = u->bytes = 0;
 	for (int i = 0; i < n; i++) {
-		char qname[300];
-		rb_sql_table(qname, sizeof(qname), x->old->tables[tables[i]].name);
-		char *pred = rb_unit_predicate(x->old, u, tables[i]);
-		if (!pred)
-			return fail(x, "out of memory");
-		size_t cap = strlen(pred) + 512;
-		char *sql = malloc(cap);
-		if (!sql) {
-			free(pred);
-			return fail(x, "out of memory");
-		}
-		snprintf(sql, cap,
-			 "SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0) FROM %s AS t "
-			 "WHERE %s",
-			 qname, pred);
+		char *sql = unit_sql_text(x, u, tables[i],
+					  "SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0) "
+					  "FROM %s AS t WHERE %s");
+		if (!sql)
+			return false;
 		PGresult *r = query(x, u->source, sql, 0, NULL);
-		free(pred);
 		free(sql);
 		if (!r)
 			return false;

@@ -39,6 +39,7 @@ def write_config():
     with open(env("SG_CONFIG")) as f:
         text = f.read()
     text = re.sub(r"(?m)^listen: .*$", "listen: 127.0.0.1:%d" % PORT, text)
+    text = re.sub(r"(?m)^metrics: .*$", "", text)  # the runner's proxy has that port
     text = re.sub(r"(?m)^routing: \{", "routing: { two_phase_commit: true,", text)
     path = os.path.join(os.path.dirname(env("SG_PROXY_LOG")), "two_phase.yaml")
     with open(path, "w") as f:

@@ -92,6 +92,7 @@ sources_for() {
 	fuzz_scram) echo "proto/auth.c" ;;
 	fuzz_analyze)
 		echo "analyze/analyze.c analyze/analyze_cache.c analyze/analyze_functions.c" \
+			"analyze/analyze_shape.c analyze/keys.c analyze/pgtree.c route/shard.c" \
 			"route/route.c route/hash.c health/health.c health/breaker.c" \
 			"config/config.c core/buf.c core/hashmap.c core/log.c"
 		;;

@@ -23,6 +23,9 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 /* Limits on what a file may ask for, checked before anything is allocated. */
 #define CFG_MAX_FILE_BYTES    (16 * 1024 * 1024)
 #define CFG_MAX_SECRET_BYTES  (64 * 1024)
@@ -124,6 +127,7 @@ typedef struct {
 	long visits;
 	long total_buckets;
 	config_t *config;
+	bool check_files; /* open the TLS files it names (config_load, not _string) */
 } loader_t;
 
 /* Per-table facts needed by the second pass (co-location), not kept. */
@@ -843,6 +847,87 @@ static bool load_log(loader_t *ld, yaml_node_t *node)
 	return true;
 }
 
+/* What OpenSSL said first (its per-thread queue emptied), or `otherwise`. */
+static const char *openssl_reason(const char *otherwise)
+{
+	unsigned long e = ERR_peek_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+	ERR_clear_error();
+	return r ? r : otherwise;
+}
+
+/* A key behind a passphrase cannot be opened by a daemon: refuse it
+ * instead of prompting on the terminal. */
+static int refuse_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	*(bool *)userdata = true;
+	return 0;
+}
+
+static bool ld_file_readable(loader_t *ld, yaml_node_t *node, const char *path, const char *file)
+{
+	FILE *f = fopen(file, "r");
+	if (!f)
+		return ld_fail(ld, node, "%s: %s: %s", path, file, strerror(errno));
+	fclose(f);
+	return true;
+}
+
+/*
+ * What the proxy loads at start for clients' TLS (net/tls.c), checked the
+ * same way so that `shardgate check` finds it: the cipher list names a
+ * cipher; with check_files, the certificate chain and the key are readable
+ * PEM and the key matches the certificate.
+ */
+static bool check_tls_server(loader_t *ld, yaml_node_t *const v[4])
+{
+	const config_t *c = ld->config;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	bool encrypted = false, ok = false;
+	if (!ctx)
+		return ld_fail(ld, v[0], "tls: %s", openssl_reason("cannot create a TLS context"));
+	SSL_CTX_set_default_passwd_cb(ctx, refuse_passphrase);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &encrypted);
+	if (c->tls.ciphers[0] && SSL_CTX_set_cipher_list(ctx, c->tls.ciphers) != 1) {
+		ERR_clear_error();
+		ld_fail(ld, v[3], "tls.ciphers: no usable cipher in \"%s\"", c->tls.ciphers);
+		goto out;
+	}
+	if (!ld->check_files) {
+		ok = true;
+		goto out;
+	}
+	if (!ld_file_readable(ld, v[1], "tls.cert", c->tls.cert) ||
+	    !ld_file_readable(ld, v[2], "tls.key", c->tls.key))
+		goto out;
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->tls.cert) != 1) {
+		ld_fail(ld, v[1], "tls.cert: %s: not a PEM certificate (%s)", c->tls.cert,
+		        openssl_reason("unreadable"));
+		goto out;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, c->tls.key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		unsigned long e = ERR_peek_error();
+		const char *why = openssl_reason("unreadable");
+		if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+			ld_fail(ld, v[2], "tls.key: %s does not match the certificate %s", c->tls.key,
+			        c->tls.cert);
+		else if (encrypted)
+			ld_fail(ld, v[2], "tls.key: %s: the key is protected by a passphrase (not "
+			        "supported)", c->tls.key);
+		else
+			ld_fail(ld, v[2], "tls.key: %s: not a PEM private key (%s)", c->tls.key, why);
+		goto out;
+	}
+	ok = true;
+out:
+	SSL_CTX_free(ctx);
+	return ok;
+}
+
 /* tls: { mode, cert, key, ciphers }; serving TLS needs a certificate. */
 static bool load_tls(loader_t *ld, yaml_node_t *node)
 {
@@ -861,6 +946,8 @@ static bool load_tls(loader_t *ld, yaml_node_t *node)
 	if (c->tls.mode != TLS_DISABLE && (!c->tls.cert[0] || !c->tls.key[0]))
 		return ld_fail(ld, v[0], "tls.mode: %s needs tls.cert and tls.key",
 		               enum_name(tls_modes, mode));
+	if (c->tls.mode != TLS_DISABLE)
+		return check_tls_server(ld, v);
 	return true;
 }
 
@@ -1023,6 +1110,24 @@ static bool load_backend(loader_t *ld, yaml_node_t *node)
 	    !ld_string(ld, v[4], "backend.ca_file", c->backend.ca_file, sizeof(c->backend.ca_file)))
 		return false;
 	c->backend.tls = (backend_tls_t)tls;
+	/* The CA the proxy verifies servers with (net/tls.c); libpq gets it as
+	 * sslrootcert. Checked with the files, as at start. */
+	bool verify = c->backend.tls == BACKEND_TLS_VERIFY_CA ||
+	              c->backend.tls == BACKEND_TLS_VERIFY_FULL;
+	if (!verify || !ld->check_files)
+		return true;
+	if (!c->backend.ca_file[0])
+		return ld_fail(ld, v[3], "backend.tls: %s needs backend.ca_file",
+		               enum_name(backend_tls_modes, tls));
+	if (!ld_file_readable(ld, v[4], "backend.ca_file", c->backend.ca_file))
+		return false;
+	X509_STORE *store = X509_STORE_new();
+	bool loaded = store && X509_STORE_load_file(store, c->backend.ca_file) == 1;
+	const char *why = loaded ? NULL : openssl_reason("unreadable");
+	X509_STORE_free(store);
+	if (!loaded)
+		return ld_fail(ld, v[4], "backend.ca_file: %s: no PEM certificate (%s)",
+		               c->backend.ca_file, why);
 	return true;
 }
 
@@ -2009,8 +2114,8 @@ static int yaml_error_line(const yaml_parser_t *parser, const char *text, size_t
 	return (int)parser->problem_mark.line + 1;
 }
 
-bool config_load_string(const char *name, const char *text, size_t len, config_t **out, char *err,
-                        size_t errlen)
+static bool load_text(const char *name, const char *text, size_t len, bool check_files,
+                      config_t **out, char *err, size_t errlen)
 {
 	yaml_parser_t parser;
 	yaml_document_t doc, extra;
@@ -2086,6 +2191,7 @@ bool config_load_string(const char *name, const char *text, size_t len, config_t
 	ld.err = err;
 	ld.errlen = errlen;
 	ld.config = config;
+	ld.check_files = check_files;
 	ok = load_root(&ld, root);
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);
@@ -2097,6 +2203,14 @@ bool config_load_string(const char *name, const char *text, size_t len, config_t
 	return true;
 }
 
+bool config_load_string(const char *name, const char *text, size_t len, config_t **out, char *err,
+                        size_t errlen)
+{
+	return load_text(name, text, len, false, out, err, errlen);
+}
+
+/* As config_load_string, and the TLS files the configuration names must be
+ * usable (the string form never opens them: tests and fuzzing). */
 bool config_load(const char *path, config_t **out, char *err, size_t errlen)
 {
 	size_t len = 0;
@@ -2118,7 +2232,7 @@ bool config_load(const char *path, config_t **out, char *err, size_t errlen)
 			             strerror_r(errno, buf, sizeof(buf)));
 		return false;
 	}
-	ok = config_load_string(path, text, len, out, err, errlen);
+	ok = load_text(path, text, len, true, out, err, errlen);
 	free(text);
 	return ok;
 }

@@ -615,7 +615,7 @@ static void probe_connect(monitor_t *m, probe_t *p, int64_t now)
 	PARAM("dbname", "postgres");
 	PARAM("connect_timeout", m->connect_timeout);
 	PARAM("sslmode", m->sslmode);
-	if (m->sslrootcert[0])
+	if (m->sslrootcert[0]) /* verify-* only, see monitor_new */
 		PARAM("sslrootcert", m->sslrootcert);
 	PARAM("application_name", "shardgate-health");
 #undef PARAM
@@ -1000,7 +1000,11 @@ static monitor_t *monitor_new(const config_t *config, char *err, size_t errlen)
 			goto oom;
 	}
 	snprintf(m->sslmode, sizeof(m->sslmode), "%s", sslmode_name(config->backend.tls));
-	snprintf(m->sslrootcert, sizeof(m->sslrootcert), "%s", config->backend.ca_file);
+	/* With a root certificate libpq verifies the server even under prefer
+	 * and require; the proxy's own connections (net/tls.c) do not. */
+	if (config->backend.tls == BACKEND_TLS_VERIFY_CA ||
+	    config->backend.tls == BACKEND_TLS_VERIFY_FULL)
+		snprintf(m->sslrootcert, sizeof(m->sslrootcert), "%s", config->backend.ca_file);
 	/* libpq counts whole seconds (and treats 1 as 2); the monitor enforces
 	 * connect_ms itself, this is a backstop. */
 	snprintf(m->connect_timeout, sizeof(m->connect_timeout), "%" PRId64,

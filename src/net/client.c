@@ -20,6 +20,7 @@
 #include "health/health.h"
 #include "net/io.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "pool/pool.h"
 #include "proto/proto.h"
 
@@ -131,9 +132,9 @@ void client_accept(worker_t *w, int fd, const char *addr)
 
 void client_flush(client_t *c)
 {
-	if (c->state == CLIENT_CLOSED)
+	if (c->state == CLIENT_CLOSED || c->tls == CONN_TLS_HANDSHAKE)
 		return;
-	if (!io_flush(c->fd, &c->out, c->ev_write)) {
+	if (!io_flush(c->fd, c->ssl, &c->out, c->ev_write)) {
 		client_close(c, "write failed");
 		return;
 	}
@@ -192,6 +193,7 @@ void client_close(client_t *c, const char *reason)
 	event_del(c->ev_write);
 	if (c->ev_timer)
 		event_del(c->ev_timer);
+	tls_free(&c->ssl, c->tls == CONN_TLS_READY);
 	close(c->fd);
 	c->fd = -1;
 	list_remove(w, c);
@@ -240,6 +242,7 @@ void client_free(client_t *c)
 	buf_free(&c->in);
 	buf_free(&c->out);
 	buf_free(&c->replay);
+	tls_free(&c->ssl, false);
 	free(c->deferred_begin);
 	free(c->shard_lsns);
 	if (c->scram) {
@@ -256,11 +259,12 @@ void client_fatal(client_t *c, const char *sqlstate, const char *message)
 	char esc[512];
 	log_warning("client_error", "\"client\":%llu,\"sqlstate\":\"%s\",\"message\":\"%s\"",
 		    (unsigned long long)c->id, sqlstate, log_json_escape(esc, sizeof(esc), message));
-	proto_put_error(&c->out, "FATAL", sqlstate, message);
-	/* Best effort: the connection closes right after. */
-	if (buf_avail(&c->out) > 0) {
-		ssize_t n = send(c->fd, buf_head(&c->out), buf_avail(&c->out), MSG_NOSIGNAL);
-		(void)n;
+	/* In the middle of a TLS handshake no message can be sent: just close. */
+	if (c->tls != CONN_TLS_HANDSHAKE) {
+		proto_put_error(&c->out, "FATAL", sqlstate, message);
+		/* Best effort: the connection closes right after. */
+		if (buf_avail(&c->out) > 0)
+			(void)io_flush(c->fd, c->ssl, &c->out, c->ev_write);
 	}
 	client_close(c, message);
 }
@@ -543,6 +547,25 @@ static void auth_failed(client_t *c)
 }
 
 /*
+ * The tls-server-end-point data of the client's TLS connection, which
+ * SCRAM-SHA-256-PLUS binds the exchange to (RFC 5929); false without TLS
+ * (or with a certificate whose signature names no single hash). out may
+ * be NULL to ask only whether there is some.
+ */
+static bool client_channel_binding(const client_t *c, uint8_t *out, size_t *len)
+{
+	uint8_t data[AUTH_SCRAM_CBIND_MAX];
+	size_t n = sizeof(data);
+	if (c->tls != CONN_TLS_READY || !tls_server_end_point(c, data, &n))
+		return false;
+	if (out) {
+		memcpy(out, data, n);
+		*len = n;
+	}
+	return true;
+}
+
+/*
  * Asks for the password the configured method needs (protocol-flow,
  * "Start-up": AuthenticationMD5Password, or AuthenticationSASL offering
  * SCRAM-SHA-256; RFC 5802/7677).
@@ -554,6 +577,10 @@ static bool begin_auth(client_t *c)
 	if (cfg->auth.method == AUTH_MD5) {
 		RAND_bytes(c->md5_salt, sizeof(c->md5_salt));
 		proto_put_auth_request(&c->out, 5, c->md5_salt, sizeof(c->md5_salt));
+	} else if (client_channel_binding(c, NULL, NULL)) {
+		/* Over TLS, channel binding first, as PostgreSQL lists them. */
+		static const char mechanisms[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+		proto_put_auth_request(&c->out, 10, mechanisms, sizeof(mechanisms));
 	} else {
 		static const char mechanisms[] = "SCRAM-SHA-256\0";
 		proto_put_auth_request(&c->out, 10, mechanisms, sizeof(mechanisms));
@@ -626,22 +653,40 @@ static bool handle_auth_message(client_t *c, uint8_t type, const uint8_t *msg, s
 		const char *mechanism;
 		int32_t data_len;
 		const uint8_t *data;
+		uint8_t cbind[AUTH_SCRAM_CBIND_MAX];
+		size_t cbind_len = 0;
+		bool bound = client_channel_binding(c, cbind, &cbind_len);
 		proto_reader_init(&r, body, blen);
-		if (!proto_read_cstr(&r, &mechanism, NULL) || strcmp(mechanism, "SCRAM-SHA-256") != 0 ||
+		bool read = proto_read_cstr(&r, &mechanism, NULL);
+		bool plus = read && bound && strcmp(mechanism, "SCRAM-SHA-256-PLUS") == 0;
+		if (!read || (!plus && strcmp(mechanism, "SCRAM-SHA-256") != 0) ||
 		    !proto_read_i32(&r, &data_len) || data_len < 0 ||
 		    !proto_read_bytes(&r, (size_t)data_len, &data)) {
-			client_fatal(c, "08P01", "invalid SASLInitialResponse (SCRAM-SHA-256 expected)");
+			client_fatal(c, "08P01",
+				     bound ? "invalid SASLInitialResponse (SCRAM-SHA-256-PLUS or "
+					     "SCRAM-SHA-256 expected)"
+					   : "invalid SASLInitialResponse (SCRAM-SHA-256 expected)");
 			return false;
 		}
 		auth_scram_verifier_t v;
 		scram_secret(c, &v);
 		c->scram = calloc(1, sizeof(*c->scram));
-		bool started = c->scram &&
-			       auth_scram_server_start(c->scram, &v, (const char *)data,
-						       (size_t)data_len, NULL, out, sizeof(out), &used);
+		bool started =
+		    c->scram &&
+		    (bound ? auth_scram_server_start_tls(c->scram, &v, cbind, cbind_len, plus,
+							 (const char *)data, (size_t)data_len, NULL,
+							 out, sizeof(out), &used)
+			   : auth_scram_server_start(c->scram, &v, (const char *)data,
+						     (size_t)data_len, NULL, out, sizeof(out),
+						     &used));
 		OPENSSL_cleanse(&v, sizeof(v));
 		if (!started) {
-			client_fatal(c, "08P01", "invalid SCRAM client-first-message");
+			/* PostgreSQL's words for a lost -PLUS (read_client_first_message). */
+			bool downgrade = bound && !plus && data_len > 0 && data[0] == 'y';
+			client_fatal(c, "08P01",
+				     downgrade ? "SCRAM channel binding negotiation error: the client "
+						 "supports channel binding but thinks the server does not"
+					       : "invalid SCRAM client-first-message");
 			return false;
 		}
 		proto_put_auth_request(&c->out, 11, out, used);
@@ -665,8 +710,75 @@ static bool handle_auth_message(client_t *c, uint8_t type, const uint8_t *msg, s
 	return continue_login(c);
 }
 
-/* Handles one startup-phase packet; false when the client is closed. */
-static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
+/*
+ * Runs the client's TLS handshake as far as the socket allows; it began
+ * when the client was answered 'S', and its reads and writes come from the
+ * client's own events.
+ */
+static void continue_tls(client_t *c)
+{
+	char err[256], reason[320], what[128];
+	switch (tls_handshake(c->ssl, err, sizeof(err))) {
+	case TLS_STEP_WANT_READ:
+		return; /* the read event is persistent */
+	case TLS_STEP_WANT_WRITE:
+		if (!event_pending(c->ev_write, EV_WRITE, NULL))
+			event_add(c->ev_write, NULL);
+		return;
+	case TLS_STEP_FAILED:
+		snprintf(reason, sizeof(reason), "TLS handshake failed: %s", err);
+		client_close(c, reason);
+		return;
+	case TLS_STEP_DONE:
+		break;
+	}
+	c->tls = CONN_TLS_READY;
+	tls_describe(c->ssl, what, sizeof(what));
+	log_debug("client_tls", "\"client\":%llu,\"addr\":\"%s\",\"tls\":\"%s\"",
+		  (unsigned long long)c->id, c->addr, what);
+	/* The startup packet may have come with the handshake's last flight. */
+	event_active(c->ev_read, EV_READ, 0);
+}
+
+/*
+ * SSLRequest (protocol-flow, "SSL Session Encryption"): 'S' and the TLS
+ * handshake when tls.mode is allow or require, else 'N' and the client goes
+ * on in plaintext (or gives up). `trailing` bytes came after the request,
+ * before any answer: a client must wait for the answer, and bytes taken in
+ * plaintext now would be read as if they came through TLS (a man in the
+ * middle could inject them: CVE-2021-23214), so they close the connection.
+ */
+static bool answer_ssl_request(client_t *c, size_t trailing)
+{
+	if (c->ssl_requested) {
+		client_fatal(c, "08P01", "unexpected second SSLRequest");
+		return false;
+	}
+	c->ssl_requested = true;
+	if (!tls_offered_to_clients()) {
+		buf_append(&c->out, "N", 1);
+		client_flush(c);
+		return c->state != CLIENT_CLOSED;
+	}
+	if (trailing > 0) {
+		client_fatal(c, "08P01", "received unencrypted data after SSL request");
+		return false;
+	}
+	buf_append(&c->out, "S", 1);
+	client_flush(c);
+	if (c->state == CLIENT_CLOSED)
+		return false;
+	/* The 'S' must be gone before the socket belongs to TLS. */
+	if (buf_avail(&c->out) > 0 || !tls_client_begin(c)) {
+		client_close(c, "could not start TLS");
+		return false;
+	}
+	return true;
+}
+
+/* Handles one startup-phase packet; `trailing` bytes follow it in what was
+ * read. False when the client is closed. */
+static bool handle_startup(client_t *c, const uint8_t *packet, size_t len, size_t trailing)
 {
 	proto_startup_t st;
 	startup_status_t rc = proto_parse_startup(packet, len, &st);
@@ -675,7 +787,10 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 			     startup_status_name(rc));
 		return false;
 	}
-	if (st.code == PROTO_SSL_REQUEST || st.code == PROTO_GSSENC_REQUEST) {
+	if (st.code == PROTO_SSL_REQUEST)
+		return answer_ssl_request(c, trailing);
+	if (st.code == PROTO_GSSENC_REQUEST) {
+		/* No GSSAPI encryption: 'N', and the client goes on. */
 		buf_append(&c->out, "N", 1);
 		client_flush(c);
 		return c->state != CLIENT_CLOSED;
@@ -689,6 +804,11 @@ static bool handle_startup(client_t *c, const uint8_t *packet, size_t len)
 	}
 	snprintf(c->user, sizeof(c->user), "%s", st.user);
 	snprintf(c->database, sizeof(c->database), "%s", st.database);
+	if (tls_required_of_clients() && c->tls != CONN_TLS_READY) {
+		/* PostgreSQL: no pg_hba.conf entry for ... SSL off (28000). */
+		client_fatal(c, "28000", "TLS is required (tls.mode: require)");
+		return false;
+	}
 	const config_t *cfg = c->worker->config;
 	for (int i = 0; i < st.n_params; i++) {
 		const char *name = st.names[i], *value = st.values[i];
@@ -1487,7 +1607,7 @@ static size_t run_messages(client_t *c, const uint8_t *data, size_t len)
 		const uint8_t *msg = data + pos;
 		if (c->state == CLIENT_STARTUP) {
 			pos += total;
-			if (!handle_startup(c, msg, total))
+			if (!handle_startup(c, msg, total, len - pos))
 				return pos;
 			continue;
 		}
@@ -1775,7 +1895,11 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	io_view_t v;
-	int rc = io_read(c->worker, c->fd, &c->in, &v);
+	if (c->tls == CONN_TLS_HANDSHAKE) {
+		continue_tls(c);
+		return;
+	}
+	int rc = io_read(c->worker, c->fd, c->ssl, &c->in, &v);
 	if (rc == IO_AGAIN)
 		return;
 	c->last_active_ms = net_now_ms();
@@ -1801,6 +1925,10 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 	client_t *c = arg;
 	(void)fd;
 	(void)what;
+	if (c->tls == CONN_TLS_HANDSHAKE) {
+		continue_tls(c);
+		return;
+	}
 	client_flush(c);
 	if (c->state != CLIENT_CLOSED && c->fan && buf_avail(&c->out) < IO_LOW_WATER)
 		fanout_resume(c);

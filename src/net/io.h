@@ -4,7 +4,8 @@
  *
  * Reads go into the worker's scratch buffer when the connection has no
  * partial message pending, so an idle connection holds no buffer at all;
- * only a partial message is copied into the connection's own buffer.
+ * only a partial message is copied into the connection's own buffer. A
+ * connection in TLS reads and writes the same way, through net/tls.h.
  */
 #ifndef SHARDGATE_IO_H
 #define SHARDGATE_IO_H
@@ -28,17 +29,23 @@ typedef struct {
 	bool scratch; /* data is the worker's scratch buffer */
 } io_view_t;
 
-/* Reads what the socket has; on IO_OK *view covers pending + new bytes. */
-int io_read(worker_t *w, int fd, buf_t *in, io_view_t *view);
+/*
+ * Reads what the socket has (through TLS when ssl is not NULL: the
+ * connection's handshake is done); on IO_OK *view covers pending + new
+ * bytes.
+ */
+int io_read(worker_t *w, int fd, struct ssl_st *ssl, buf_t *in, io_view_t *view);
 /* Keeps the unparsed tail (from `consumed` on) in `in` for the next read. */
 void io_keep(buf_t *in, const io_view_t *view, size_t consumed);
 /* Views the connection's own buffered bytes (no read). */
 void io_view_buffer(buf_t *in, io_view_t *view);
 /*
- * Writes as much of `out` as the socket takes; arms ev_write for the rest.
- * Returns false on a broken connection.
+ * Writes as much of `out` as the socket takes (through TLS when ssl is not
+ * NULL); arms ev_write for the rest. Returns false on a broken connection.
  */
-bool io_flush(int fd, buf_t *out, struct event *ev_write);
+bool io_flush(int fd, struct ssl_st *ssl, buf_t *out, struct event *ev_write);
+/* One best-effort write of a few bytes (a goodbye before closing). */
+void io_send_now(int fd, struct ssl_st *ssl, const void *data, size_t len);
 void io_pause_read(struct event *ev_read, bool *paused);
 void io_resume_read(struct event *ev_read, bool *paused);
 struct timeval io_timeval(int64_t ms);

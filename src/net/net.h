@@ -26,6 +26,7 @@
 
 struct event;
 struct event_base;
+struct ssl_st;
 typedef struct worker worker_t;
 typedef struct client client_t;
 typedef struct server server_t;
@@ -144,6 +145,8 @@ struct server {
 	pool_t *pool;
 	uint64_t id;
 	int fd;
+	struct ssl_st *ssl; /* TLS (backend.tls), once the server said 'S' */
+	uint8_t tls;	    /* conn_tls_t (net/tls.h) */
 	struct event *ev_read;
 	struct event *ev_write;
 	struct event *ev_timer;
@@ -193,6 +196,9 @@ struct client {
 	worker_t *worker;
 	uint64_t id;
 	int fd;
+	struct ssl_st *ssl; /* TLS (tls.mode), once the client asked for it */
+	uint8_t tls;	    /* conn_tls_t (net/tls.h) */
+	bool ssl_requested; /* it sent SSLRequest: one is all the protocol allows */
 	struct event *ev_read;
 	struct event *ev_write;
 	struct event *ev_timer;

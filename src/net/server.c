@@ -1,6 +1,7 @@
 /*
  * server.c - connections from the proxy to PostgreSQL servers: connect,
- * log in (trust, password, md5, SCRAM-SHA-256), then relay.
+ * TLS when backend.tls asks for it (SSLRequest first), log in (trust,
+ * password, md5, SCRAM-SHA-256), then relay.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -17,6 +18,7 @@
 #include "health/health.h"
 #include "net/io.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "pool/pool.h"
 #include "proto/proto.h"
 
@@ -169,11 +171,12 @@ void server_close(server_t *s, const char *reason)
 		event_del(s->ev_timer);
 	if (s->fd >= 0) {
 		/* Terminate politely when we can; the socket may be broken. */
-		if (was != SERVER_CONNECTING) {
+		if (was != SERVER_CONNECTING && s->tls != CONN_TLS_ASKED &&
+		    s->tls != CONN_TLS_HANDSHAKE) {
 			static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
-			ssize_t n = send(s->fd, terminate, sizeof(terminate), MSG_NOSIGNAL);
-			(void)n;
+			io_send_now(s->fd, s->ssl, terminate, sizeof(terminate));
 		}
+		tls_free(&s->ssl, false);
 		close(s->fd);
 		s->fd = -1;
 	}
@@ -208,6 +211,7 @@ void server_free(server_t *s)
 		event_free(s->ev_write);
 	if (s->ev_timer)
 		event_free(s->ev_timer);
+	tls_free(&s->ssl, false);
 	if (s->fd >= 0)
 		close(s->fd);
 	relay_drop_stmts(s);
@@ -223,9 +227,10 @@ void server_free(server_t *s)
 
 void server_flush(server_t *s)
 {
-	if (s->state == SERVER_CLOSED || s->state == SERVER_CONNECTING)
+	if (s->state == SERVER_CLOSED || s->state == SERVER_CONNECTING ||
+	    s->tls == CONN_TLS_HANDSHAKE)
 		return;
-	if (!io_flush(s->fd, &s->out, s->ev_write))
+	if (!io_flush(s->fd, s->ssl, &s->out, s->ev_write))
 		server_close(s, "write failed");
 }
 
@@ -466,6 +471,83 @@ static void after_batch(server_t *s, bool saw_ready)
 	}
 }
 
+/* The login failed: clients waiting for this pool learn why (08006). */
+static void login_failed(server_t *s, const char *err)
+{
+	char esc[512];
+	snprintf(s->pool->last_error, sizeof(s->pool->last_error), "%s", err);
+	server_close(s, log_json_escape(esc, sizeof(esc), err));
+}
+
+static void send_startup(server_t *s)
+{
+	proto_put_startup(&s->out, s->pool->user, s->pool->database, NULL, NULL, 0);
+	server_flush(s);
+}
+
+/* Runs the TLS handshake with the server as far as the socket allows, then
+ * sends the startup packet through it. */
+static void continue_tls(server_t *s)
+{
+	char err[256], text[320], what[128];
+	switch (tls_handshake(s->ssl, err, sizeof(err))) {
+	case TLS_STEP_WANT_READ:
+		return; /* the read event is persistent */
+	case TLS_STEP_WANT_WRITE:
+		if (!event_pending(s->ev_write, EV_WRITE, NULL))
+			event_add(s->ev_write, NULL);
+		return;
+	case TLS_STEP_FAILED:
+		snprintf(text, sizeof(text), "TLS handshake failed: %s", err);
+		login_failed(s, text);
+		return;
+	case TLS_STEP_DONE:
+		break;
+	}
+	s->tls = CONN_TLS_READY;
+	tls_describe(s->ssl, what, sizeof(what));
+	log_debug("server_tls", "\"server\":%llu,\"node\":\"%s:%d\",\"tls\":\"%s\"",
+		  (unsigned long long)s->id, s->pool->address.host, s->pool->address.port, what);
+	send_startup(s);
+}
+
+/*
+ * The server's answer to our SSLRequest: one byte, 'S' (TLS follows) or
+ * 'N' (plaintext only). Bytes after the 'S' came unencrypted before the
+ * handshake and would be read as if they were encrypted (a man in the
+ * middle could inject them: CVE-2021-23222), so they fail the login.
+ */
+static void answer_tls(server_t *s, const io_view_t *v)
+{
+	char err[256];
+	uint8_t answer = v->data[0];
+	backend_tls_t mode = tls_backend_mode();
+	if (v->len > 1) {
+		login_failed(s, "received unencrypted data after the SSL response");
+		return;
+	}
+	io_keep(&s->in, v, v->len);
+	if (answer == 'S') {
+		if (!tls_server_begin(s, err, sizeof(err))) {
+			login_failed(s, err);
+			return;
+		}
+		continue_tls(s);
+		return;
+	}
+	if (answer == 'N' && mode == BACKEND_TLS_PREFER) {
+		s->tls = CONN_TLS_NONE;
+		send_startup(s);
+		return;
+	}
+	if (answer == 'N')
+		snprintf(err, sizeof(err), "the server does not support TLS (backend.tls: %s)",
+			 tls_backend_mode_name(mode));
+	else
+		snprintf(err, sizeof(err), "unexpected answer to the SSL request (byte %d)", answer);
+	login_failed(s, err);
+}
+
 static void server_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	server_t *s = arg;
@@ -474,11 +556,19 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	int rc = io_read(w, s->fd, &s->in, &v);
+	if (s->tls == CONN_TLS_HANDSHAKE) {
+		continue_tls(s);
+		return;
+	}
+	int rc = io_read(w, s->fd, s->ssl, &s->in, &v);
 	if (rc == IO_AGAIN)
 		return;
 	if (rc != IO_OK) {
 		server_close(s, rc == IO_EOF ? "server closed the connection" : "read failed");
+		return;
+	}
+	if (s->tls == CONN_TLS_ASKED) {
+		answer_tls(s, &v);
 		return;
 	}
 	size_t pos = 0;
@@ -525,6 +615,10 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 	server_t *s = arg;
 	(void)fd;
 	(void)what;
+	if (s->tls == CONN_TLS_HANDSHAKE) {
+		continue_tls(s);
+		return;
+	}
 	if (s->state == SERVER_CONNECTING) {
 		int err = 0;
 		socklen_t len = sizeof(err);
@@ -538,7 +632,18 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		s->state = SERVER_LOGIN;
-		proto_put_startup(&s->out, s->pool->user, s->pool->database, NULL, NULL, 0);
+		if (tls_backend_mode() != BACKEND_TLS_DISABLE) {
+			/* SSLRequest first (protocol-flow, "SSL Session Encryption"). */
+			if (!buf_reserve(&s->out, 8)) {
+				login_failed(s, "out of memory");
+				return;
+			}
+			buf_put_u32(&s->out, 8);
+			buf_put_u32(&s->out, PROTO_SSL_REQUEST);
+			s->tls = CONN_TLS_ASKED;
+		} else {
+			proto_put_startup(&s->out, s->pool->user, s->pool->database, NULL, NULL, 0);
+		}
 		event_add(s->ev_read, NULL);
 	}
 	server_flush(s);

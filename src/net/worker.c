@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "net/io.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "pool/pool.h"
 #include "route/directory.h"
 
@@ -338,6 +339,10 @@ bool net_start(const config_t *config, char *err, size_t errlen)
 		snprintf(err, errlen, "libevent without thread support");
 		return false;
 	}
+	/* One set of TLS contexts for every worker (SSL_CTX is shared safely
+	 * between threads; each connection has its own SSL). */
+	if (!tls_init(config, err, errlen))
+		return false;
 	proxy.config = config;
 	if (!proxy.loaded_config)
 		proxy.loaded_config = config;
@@ -407,6 +412,7 @@ void net_wait(void)
 	}
 	free(proxy.workers);
 	proxy.workers = NULL;
+	tls_shutdown();
 	pool_free_quotas();
 	client_free_limits();
 }

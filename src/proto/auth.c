@@ -852,9 +852,51 @@ static bool auth_skip_extensions(auth_cursor_t *cur)
  * [reserved-mext ","] username "," nonce ["," extensions]; checked as
  * PostgreSQL read_client_first_message() does.
  */
-bool auth_scram_server_start(auth_scram_server_t *s, const auth_scram_verifier_t *verifier,
-                             const char *client_first, size_t len, const char *nonce, char *out,
-                             size_t outlen, size_t *used)
+/*
+ * The gs2-header (RFC 5802 section 7): gs2-cbind-flag "," [authzid] ",",
+ * where gs2-cbind-flag is "n" (the client does not support channel
+ * binding), "y" (it does, but thinks the server does not) or
+ * "p=" cb-name (it binds).  offered: SCRAM-SHA-256-PLUS was offered (TLS);
+ * plus: the client chose it.  Returns the header's length, 0 when refused.
+ */
+static size_t auth_scram_read_gs2_header(const char *msg, size_t len, bool offered, bool plus)
+{
+	static const char cb_name[] = "p=tls-server-end-point";
+	size_t flag_len;
+	if (len < 1)
+		return 0;
+	switch (msg[0]) {
+	case 'n':
+		/* -PLUS promised channel binding and must not go without it. */
+		if (plus)
+			return 0;
+		flag_len = 1;
+		break;
+	case 'y':
+		/* With -PLUS offered, "y" means someone removed it: a downgrade. */
+		if (plus || offered)
+			return 0;
+		flag_len = 1;
+		break;
+	case 'p':
+		if (!plus || len < sizeof(cb_name) - 1 ||
+		    memcmp(msg, cb_name, sizeof(cb_name) - 1) != 0)
+			return 0;
+		flag_len = sizeof(cb_name) - 1;
+		break;
+	default:
+		return 0;
+	}
+	/* authzid "a=..." is not supported, as in PostgreSQL. */
+	if (len < flag_len + 2 || msg[flag_len] != ',' || msg[flag_len + 1] != ',')
+		return 0;
+	return flag_len + 2;
+}
+
+static bool auth_scram_server_begin(auth_scram_server_t *s, const auth_scram_verifier_t *verifier,
+                                    const uint8_t *cbind, size_t cbind_len, bool plus,
+                                    const char *client_first, size_t len, const char *nonce,
+                                    char *out, size_t outlen, size_t *used)
 {
 	if (s == NULL)
 		return false;
@@ -862,25 +904,23 @@ bool auth_scram_server_start(auth_scram_server_t *s, const auth_scram_verifier_t
 	if (verifier == NULL || verifier->iterations < 1 ||
 	    verifier->iterations > AUTH_SCRAM_ITERATIONS_MAX || verifier->salt_len == 0 ||
 	    verifier->salt_len > AUTH_SCRAM_SALT_MAX ||
-	    auth_message_unsafe(client_first, len, AUTH_SCRAM_MESSAGE_MAX))
+	    auth_message_unsafe(client_first, len, AUTH_SCRAM_MESSAGE_MAX) ||
+	    (cbind != NULL && (cbind_len == 0 || cbind_len > AUTH_SCRAM_CBIND_MAX)) ||
+	    (cbind == NULL && plus))
 		return auth_scram_server_fail(s);
 
-	/*
-	 * gs2-cbind-flag: "n" (client does not support channel binding) or "y"
-	 * (it does but thinks we do not: true, we never offer -PLUS, so this is
-	 * no downgrade; once -PLUS is offered "y" must be refused).  "p=" asks
-	 * for channel binding we do not do yet.
-	 */
-	if (len < 3 || (client_first[0] != 'n' && client_first[0] != 'y') || client_first[1] != ',')
+	size_t header_len = auth_scram_read_gs2_header(client_first, len, cbind != NULL, plus);
+	if (header_len == 0 || header_len > sizeof(s->gs2_header))
 		return auth_scram_server_fail(s);
-	/* authzid "a=..." is not supported, as in PostgreSQL. */
-	if (client_first[2] != ',')
-		return auth_scram_server_fail(s);
-	memcpy(s->gs2_header, client_first, 3);
-	s->gs2_header_len = 3;
+	memcpy(s->gs2_header, client_first, header_len);
+	s->gs2_header_len = header_len;
+	if (plus) {
+		memcpy(s->cbind_data, cbind, cbind_len);
+		s->cbind_data_len = cbind_len;
+	}
 
-	const char *bare = client_first + 3;
-	size_t bare_len = len - 3;
+	const char *bare = client_first + header_len;
+	size_t bare_len = len - header_len;
 	auth_cursor_t cur = {bare, bare + bare_len};
 	const char *user, *client_nonce;
 	size_t user_len, client_nonce_len;
@@ -928,6 +968,27 @@ bool auth_scram_server_start(auth_scram_server_t *s, const auth_scram_verifier_t
 	return true;
 }
 
+bool auth_scram_server_start(auth_scram_server_t *s, const auth_scram_verifier_t *verifier,
+                             const char *client_first, size_t len, const char *nonce, char *out,
+                             size_t outlen, size_t *used)
+{
+	return auth_scram_server_begin(s, verifier, NULL, 0, false, client_first, len, nonce, out,
+	                               outlen, used);
+}
+
+bool auth_scram_server_start_tls(auth_scram_server_t *s, const auth_scram_verifier_t *verifier,
+                                 const uint8_t *cbind, size_t cbind_len, bool plus,
+                                 const char *client_first, size_t len, const char *nonce,
+                                 char *out, size_t outlen, size_t *used)
+{
+	if (s == NULL)
+		return false;
+	if (cbind == NULL)
+		return auth_scram_server_fail(s);
+	return auth_scram_server_begin(s, verifier, cbind, cbind_len, plus, client_first, len, nonce,
+	                               out, outlen, used);
+}
+
 /*
  * RFC 5802 section 7 client-final-message = client-final-message-without-proof
  * "," proof, where without-proof = channel-binding "," nonce ["," extensions];
@@ -948,11 +1009,14 @@ bool auth_scram_server_finish(auth_scram_server_t *s, const char *client_final, 
 	auth_cursor_t cur = {client_final, client_final + len};
 	const char *cbind_b64, *nonce, *value = NULL;
 	size_t cbind_b64_len, nonce_len, value_len = 0;
-	uint8_t cbind[AUTH_SCRAM_GS2_HEADER_MAX];
+	/* cbind-input = gs2-header [cbind-data]: the data only with "p=". */
+	uint8_t cbind[AUTH_SCRAM_GS2_HEADER_MAX + AUTH_SCRAM_CBIND_MAX];
 	size_t cbind_len;
 	if (!auth_read_named_attr(&cur, 'c', &cbind_b64, &cbind_b64_len) ||
 	    !auth_b64_decode(cbind_b64, cbind_b64_len, cbind, sizeof(cbind), &cbind_len) ||
-	    cbind_len != s->gs2_header_len || memcmp(cbind, s->gs2_header, cbind_len) != 0)
+	    cbind_len != s->gs2_header_len + s->cbind_data_len ||
+	    memcmp(cbind, s->gs2_header, s->gs2_header_len) != 0 ||
+	    CRYPTO_memcmp(cbind + s->gs2_header_len, s->cbind_data, s->cbind_data_len) != 0)
 		return auth_scram_server_fail(s);
 	if (!auth_read_comma(&cur) || !auth_read_named_attr(&cur, 'r', &nonce, &nonce_len) ||
 	    nonce_len != s->nonce_len || memcmp(nonce, s->server_first + 2, nonce_len) != 0)

@@ -53,6 +53,7 @@
 #define AUTH_SCRAM_ITERATIONS_MAX     10000000
 #define AUTH_SCRAM_VERIFIER_MAX       512 /* verifier text incl. NUL */
 #define AUTH_SCRAM_GS2_HEADER_MAX     64
+#define AUTH_SCRAM_CBIND_MAX          64 /* channel binding data: a hash (EVP_MAX_MD_SIZE) */
 #define AUTH_SCRAM_MOCK_SECRET_MIN    16 /* bytes */
 #define AUTH_SCRAM_SERVER_FINAL_MAX   48 /* "v=" + 44 base64 chars + NUL, and room */
 
@@ -193,6 +194,9 @@ typedef struct {
 	auth_scram_verifier_t verifier; /* salt and keys; wiped in finish */
 	char gs2_header[AUTH_SCRAM_GS2_HEADER_MAX];
 	size_t gs2_header_len;
+	/* tls-server-end-point data the client must bind to (SCRAM-SHA-256-PLUS) */
+	uint8_t cbind_data[AUTH_SCRAM_CBIND_MAX];
+	size_t cbind_data_len;
 	char first_bare[AUTH_SCRAM_MESSAGE_MAX + 1]; /* client-first-message-bare */
 	size_t first_bare_len;
 	char server_first[AUTH_SCRAM_MESSAGE_MAX + 1];
@@ -203,9 +207,10 @@ typedef struct {
 /*
  * Start an exchange: (re)initializes s, parses client-first-message (the
  * SASLInitialResponse data) and writes server-first-message to out.
- * Accepts gs2 flags "n" and "y" (the client may support channel binding; we
- * do not offer SCRAM-SHA-256-PLUS, so "y" is no downgrade), refuses "p"
- * (channel binding) and an authzid "a=", as PostgreSQL does.  The "n=" user
+ * Without TLS: accepts gs2 flags "n" and "y" (the client may support
+ * channel binding; SCRAM-SHA-256-PLUS was not offered, so "y" is no
+ * downgrade), refuses "p" (channel binding) and an authzid "a=", as
+ * PostgreSQL does.  The "n=" user
  * is ignored (PostgreSQL uses the startup packet's user).  nonce NULL draws
  * 18 random bytes for the server half; a given nonce is for tests.
  * False means a malformed message: answer with SQLSTATE 08P01.
@@ -213,6 +218,21 @@ typedef struct {
 bool auth_scram_server_start(auth_scram_server_t *s, const auth_scram_verifier_t *verifier,
                              const char *client_first, size_t len, const char *nonce, char *out,
                              size_t outlen, size_t *used);
+
+/*
+ * The same over TLS, where SCRAM-SHA-256-PLUS was offered beside
+ * SCRAM-SHA-256 (RFC 5802 section 6, RFC 5929): `cbind` is the connection's
+ * tls-server-end-point data (1..AUTH_SCRAM_CBIND_MAX bytes) and `plus` says
+ * the client chose SCRAM-SHA-256-PLUS. With plus the gs2 flag must be
+ * "p=tls-server-end-point"; without it "n" is accepted, "p" refused, and
+ * "y" refused too (the client supports channel binding but thinks we do
+ * not: a downgrade). finish then requires c= to be base64(gs2-header +
+ * cbind). Mirrors PostgreSQL read_client_first_message().
+ */
+bool auth_scram_server_start_tls(auth_scram_server_t *s, const auth_scram_verifier_t *verifier,
+                                 const uint8_t *cbind, size_t cbind_len, bool plus,
+                                 const char *client_first, size_t len, const char *nonce,
+                                 char *out, size_t outlen, size_t *used);
 
 /*
  * Parse client-final-message and verify its proof in constant time.

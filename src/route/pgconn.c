@@ -17,6 +17,24 @@ typedef struct {
 static __thread slot_t slots[PGCONN_PER_THREAD];
 static __thread int next_victim;
 
+/* libpq's sslmode for backend.tls: the same names, the same meaning. */
+static const char *sslmode_of(backend_tls_t tls)
+{
+	switch (tls) {
+	case BACKEND_TLS_DISABLE:
+		return "disable";
+	case BACKEND_TLS_PREFER:
+		return "prefer";
+	case BACKEND_TLS_REQUIRE:
+		return "require";
+	case BACKEND_TLS_VERIFY_CA:
+		return "verify-ca";
+	case BACKEND_TLS_VERIFY_FULL:
+		return "verify-full";
+	}
+	return "prefer";
+}
+
 void pgconn_message(char *out, size_t outlen, const char *prefix, const char *message)
 {
 	snprintf(out, outlen, "%s%s", prefix, message ? message : "");
@@ -57,9 +75,14 @@ PGconn *pgconn_get(const config_t *config, int shard, const char *database, char
 		 (long long)((config->timeouts.connect_ms + 999) / 1000));
 	snprintf(options, sizeof(options), "-c statement_timeout=%lld",
 		 (long long)(config->timeouts.query_ms > 0 ? config->timeouts.query_ms : 30000));
+	/* As the proxy's own server connections (net/tls.c): sslrootcert only
+	 * for verify-*, since with a root certificate libpq verifies even under
+	 * require. */
+	bool verify = config->backend.tls == BACKEND_TLS_VERIFY_CA ||
+		      config->backend.tls == BACKEND_TLS_VERIFY_FULL;
 	const char *keys[] = {"host",	"port",		   "user",    "password",
 			      "dbname", "connect_timeout", "options", "application_name",
-			      NULL};
+			      "sslmode", verify ? "sslrootcert" : NULL, NULL};
 	const char *values[] = {sh->primary.address.host,
 				port,
 				config->backend.user[0] ? config->backend.user : "postgres",
@@ -68,6 +91,8 @@ PGconn *pgconn_get(const config_t *config, int shard, const char *database, char
 				timeout,
 				options,
 				"shardgate",
+				sslmode_of(config->backend.tls),
+				verify ? config->backend.ca_file : NULL,
 				NULL};
 	PGconn *conn = PQconnectdbParams(keys, values, 0);
 	if (PQstatus(conn) != CONNECTION_OK) {

@@ -22,6 +22,7 @@
 #include "net/net.h"
 #include "net/tls.h"
 #include "pool/pool.h"
+#include "route/authquery.h"
 #include "proto/proto.h"
 
 const char *client_state_name(client_state_t state)
@@ -229,6 +230,10 @@ void client_note_write_lsn(client_t *c, int shard, uint64_t lsn)
 
 void client_free(client_t *c)
 {
+	if (c->queried_password) {
+		OPENSSL_cleanse(c->queried_password, strlen(c->queried_password));
+		free(c->queried_password);
+	}
 	relay_set_stmt(c->worker, &c->unnamed, NULL);
 	hashmap_foreach(&c->stmts, free_stmt_entry, c->worker);
 	hashmap_destroy(&c->stmts);
@@ -538,6 +543,30 @@ static const cfg_user_t *find_user(const config_t *cfg, const char *name)
 	return NULL;
 }
 
+/*
+ * The user's stored password: from auth.users, else (auth.query) read from
+ * the default shard's primary, once per login, and kept (then wiped) with
+ * the client. A query that fails leaves the user unknown: the client gets
+ * the usual 28P01, the log says why.
+ */
+static const char *user_password(client_t *c)
+{
+	const config_t *cfg = c->worker->config;
+	const cfg_user_t *u = find_user(cfg, c->user);
+	if (u)
+		return u->password;
+	if (!cfg->auth.query[0])
+		return NULL;
+	if (!c->password_queried) {
+		char err[256], esc[300];
+		c->password_queried = true;
+		if (!auth_query_fetch(cfg, c->user, &c->queried_password, err, sizeof(err)))
+			log_warning("auth_query_failed", "\"client\":%llu,\"error\":\"%s\"",
+				    (unsigned long long)c->id, log_json_escape(esc, sizeof(esc), err));
+	}
+	return c->queried_password;
+}
+
 /* The same answer whether the user is unknown or the password wrong. */
 static void auth_failed(client_t *c)
 {
@@ -593,8 +622,7 @@ static bool begin_auth(client_t *c)
  * password, or a mock one (unknown user, or only an md5 hash stored). */
 static void scram_secret(client_t *c, auth_scram_verifier_t *v)
 {
-	const cfg_user_t *u = find_user(c->worker->config, c->user);
-	const char *pw = u ? u->password : NULL;
+	const char *pw = user_password(c);
 	if (pw && strncmp(pw, "SCRAM-SHA-256$", 14) == 0 && auth_scram_parse_verifier(pw, v))
 		return;
 	if (pw && pw[0] && strncmp(pw, "md5", 3) != 0) {
@@ -625,14 +653,14 @@ static bool handle_auth_message(client_t *c, uint8_t type, const uint8_t *msg, s
 	const uint8_t *body = msg + 5;
 	size_t blen = len - 5;
 	if (cfg->auth.method == AUTH_MD5) {
-		const cfg_user_t *u = find_user(cfg, c->user);
+		const char *pw = user_password(c);
 		char stored[AUTH_MD5_LEN] = "";
 		bool known = false;
-		if (u && strncmp(u->password, "md5", 3) == 0 && strlen(u->password) == 35) {
-			memcpy(stored, u->password, AUTH_MD5_LEN);
+		if (pw && strncmp(pw, "md5", 3) == 0 && strlen(pw) == 35) {
+			memcpy(stored, pw, AUTH_MD5_LEN);
 			known = true;
-		} else if (u && u->password[0] && strncmp(u->password, "SCRAM-SHA-256$", 14) != 0) {
-			known = auth_md5_hash_password(c->user, u->password, stored);
+		} else if (pw && pw[0] && strncmp(pw, "SCRAM-SHA-256$", 14) != 0) {
+			known = auth_md5_hash_password(c->user, pw, stored);
 		}
 		if (!known) /* the same work for an unknown user */
 			auth_md5_hash_password(c->user, "", stored);

@@ -210,6 +210,8 @@ struct client {
 	bool counted;		    /* in the per-user and per-database counts */
 	auth_scram_server_t *scram; /* during a SCRAM exchange */
 	uint8_t md5_salt[4];
+	bool password_queried; /* auth.query ran for this login */
+	char *queried_password; /* its answer (wiped at free) */
 	char addr[64];
 	char user[CONFIG_NAME_MAX + 1];
 	char database[CONFIG_NAME_MAX + 1];

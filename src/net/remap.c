@@ -973,6 +973,12 @@ static const char *needs_restart(const config_t *a, const config_t *b)
 	if (a->has_metrics != b->has_metrics ||
 	    (a->has_metrics && !same_address(&a->metrics, &b->metrics)))
 		return "metrics";
+	/* TLS contexts are made once, at start-up. */
+	if (a->tls.mode != b->tls.mode || strcmp(a->tls.cert, b->tls.cert) != 0 ||
+	    strcmp(a->tls.key, b->tls.key) != 0 || strcmp(a->tls.ciphers, b->tls.ciphers) != 0)
+		return "tls";
+	if (a->backend.tls != b->backend.tls || strcmp(a->backend.ca_file, b->backend.ca_file) != 0)
+		return "backend.tls or backend.ca_file";
 	if (a->n_shards != b->n_shards)
 		return "shards (their number)";
 	for (int s = 0; s < a->n_shards; s++) {

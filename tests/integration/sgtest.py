@@ -281,12 +281,12 @@ class OwnProxy:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([env("SG_SHARDGATE"), "-c", self.cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        import psycopg
-        for _ in range(100):
+        import socket
+        for _ in range(100):  # listening means started (whatever auth it wants)
             try:
-                psycopg.connect(self.dsn(), connect_timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
-            except psycopg.Error:
+            except OSError:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.1)

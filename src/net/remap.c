@@ -42,6 +42,7 @@
 #include "core/stats.h"
 #include "net/io.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "proto/proto.h"
 #include "rebalance/units.h"
 #include "route/directory.h"
@@ -973,10 +974,9 @@ static const char *needs_restart(const config_t *a, const config_t *b)
 	if (a->has_metrics != b->has_metrics ||
 	    (a->has_metrics && !same_address(&a->metrics, &b->metrics)))
 		return "metrics";
-	/* TLS contexts are made once, at start-up. */
-	if (a->tls.mode != b->tls.mode || strcmp(a->tls.cert, b->tls.cert) != 0 ||
-	    strcmp(a->tls.key, b->tls.key) != 0 || strcmp(a->tls.ciphers, b->tls.ciphers) != 0)
-		return "tls";
+	/* Certificates, keys and ciphers reload; turning TLS on or off does not. */
+	if (a->tls.mode != b->tls.mode)
+		return "tls.mode";
 	if (a->backend.tls != b->backend.tls || strcmp(a->backend.ca_file, b->backend.ca_file) != 0)
 		return "backend.tls or backend.ca_file";
 	if (a->n_shards != b->n_shards)
@@ -1020,6 +1020,11 @@ bool remap_reload(const char *path, char *err, size_t errlen)
 	pthread_mutex_unlock(&lock);
 	if (busy) {
 		snprintf(err, errlen, "a rebalance cut-over is under way; reload after it");
+		config_free(fresh);
+		return false;
+	}
+	if (!tls_reload_clients(fresh, err, errlen)) {
+		log_warning("reload_refused", "\"reason\":\"tls\"");
 		config_free(fresh);
 		return false;
 	}

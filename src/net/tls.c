@@ -10,6 +10,7 @@
  */
 #include "net/tls.h"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@
 #include "core/log.h"
 #include "net/io.h"
 #include "pool/pool.h"
+
+static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER; /* RELOAD swaps tls.clients */
 
 static struct {
 	SSL_CTX *clients; /* answers clients; NULL: tls.mode disable */
@@ -252,9 +255,26 @@ const char *tls_backend_mode_name(backend_tls_t mode)
 	return "unknown";
 }
 
+bool tls_reload_clients(const config_t *config, char *err, size_t errlen)
+{
+	if (config->tls.mode == TLS_DISABLE || !tls.clients)
+		return true; /* enabling or disabling TLS takes a restart (remap.c) */
+	SSL_CTX *fresh = make_clients_ctx(config, err, errlen);
+	if (!fresh)
+		return false;
+	pthread_mutex_lock(&clients_lock);
+	SSL_CTX *old = tls.clients;
+	tls.clients = fresh;
+	pthread_mutex_unlock(&clients_lock);
+	SSL_CTX_free(old); /* connections made with it hold their own reference */
+	return true;
+}
+
 bool tls_client_begin(client_t *c)
 {
+	pthread_mutex_lock(&clients_lock);
 	SSL *ssl = tls.clients ? SSL_new(tls.clients) : NULL;
+	pthread_mutex_unlock(&clients_lock);
 	if (!ssl || SSL_set_fd(ssl, c->fd) != 1) {
 		SSL_free(ssl);
 		ERR_clear_error();

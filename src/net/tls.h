@@ -45,6 +45,10 @@ typedef enum {
  * and verify-full). False with "file: message" (or "key: message") in err.
  */
 bool tls_init(const config_t *config, char *err, size_t errlen);
+/* RELOAD: the clients' context again from the (new) certificate, key and
+ * ciphers, for connections from now on. False with the reason, the old
+ * context kept. */
+bool tls_reload_clients(const config_t *config, char *err, size_t errlen);
 void tls_shutdown(void);
 
 /* The client side as started: 'S' to an SSLRequest, and whether a client

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -328,6 +329,56 @@ def test_require_logs_in_over_tls():
         p.stop()
 
 
+def der_of(pem_path):
+    with open(pem_path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def test_certificate_reload():
+    """SIGHUP (as RELOAD) loads a new certificate for the next connections;
+    connections made before it go on."""
+    make_cert("server2", "localhost", "IP:127.0.0.1,DNS:localhost")
+    cert2, key2 = os.path.join(WORK, "server2.crt"), os.path.join(WORK, "server2.key")
+    os.chmod(key2, 0o600)
+    p = Proxy("reload", client_tls_yaml("require"))
+    try:
+        s = tls_socket(p.port)
+        check(s.getpeercert(binary_form=True) == der_of(CERT), "the first certificate", "another")
+        s.close()
+        before = psycopg.connect(p.dsn(sslmode="verify-full", sslrootcert=CA), autocommit=True)
+        with open(p.cfg) as f:
+            text = f.read()
+        with open(p.cfg, "w") as f:
+            f.write(text.replace(CERT, cert2).replace(KEY, key2))
+        p.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while count_events(p, "reloaded") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(count_events(p, "reloaded") == 1, "a reloaded event", p.log_text()[-2000:])
+        s = tls_socket(p.port)
+        check(s.getpeercert(binary_form=True) == der_of(cert2), "the new certificate",
+              "the old one")
+        s.close()
+        check_eq(before.execute("select 1").fetchone()[0], 1, "a connection from before")
+        before.close()
+        with psycopg.connect(p.dsn(sslmode="verify-full", sslrootcert=CA), autocommit=True) as c:
+            check_eq(c.execute("select 2").fetchone()[0], 2, "a connection after")
+        # A key that does not match is refused; the running certificate stays.
+        with open(p.cfg, "w") as f:
+            f.write(text.replace(KEY, key2))
+        p.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while count_events(p, "reload_failed") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(count_events(p, "reload_failed") == 1, "a refused reload", p.log_text()[-2000:])
+        s = tls_socket(p.port)
+        check(s.getpeercert(binary_form=True) == der_of(cert2), "the certificate kept",
+              "another")
+        s.close()
+    finally:
+        p.stop()
+
+
 def test_require_refuses_plaintext():
     p = Proxy("require-plain", client_tls_yaml("require"))
     try:
@@ -617,6 +668,7 @@ def main():
     run_parts([
         ("require_logs_in_over_tls", test_require_logs_in_over_tls),
         ("require_refuses_plaintext", test_require_refuses_plaintext),
+        ("certificate_reload", test_certificate_reload),
         ("bytes_after_ssl_request_are_refused", test_bytes_after_ssl_request_are_refused),
         ("channel_binding_is_checked", test_channel_binding_is_checked),
         ("large_transfers_over_tls", test_large_transfers_over_tls),

@@ -908,11 +908,14 @@ static bool check_tls_server(loader_t *ld, yaml_node_t *const v[4])
 		        openssl_reason("unreadable"));
 		goto out;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, c->tls.key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
+	bool loaded = SSL_CTX_use_PrivateKey_file(ctx, c->tls.key, SSL_FILETYPE_PEM) == 1;
+	if (!loaded || SSL_CTX_check_private_key(ctx) != 1) {
+		/* A key that loads but fails the check does not match (one of
+		 * another type sits in a slot with no certificate at all). */
 		unsigned long e = ERR_peek_error();
 		const char *why = openssl_reason("unreadable");
-		if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+		if (loaded || (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+			       ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH))
 			ld_fail(ld, v[2], "tls.key: %s does not match the certificate %s", c->tls.key,
 			        c->tls.cert);
 		else if (encrypted)

@@ -125,11 +125,13 @@ static SSL_CTX *make_clients_ctx(const config_t *cfg, char *err, size_t errlen)
 		         ssl_reason("unreadable"));
 		goto out;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls.key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
+	bool loaded = SSL_CTX_use_PrivateKey_file(ctx, cfg->tls.key, SSL_FILETYPE_PEM) == 1;
+	if (!loaded || SSL_CTX_check_private_key(ctx) != 1) {
+		/* A key that loads but fails the check does not match (one of
+		 * another type sits in a slot with no certificate at all). */
 		unsigned long e = ERR_peek_error();
-		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
-		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+		if (loaded || (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+			       ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH))
 			snprintf(err, errlen, "%s: the key does not match the certificate %s",
 			         cfg->tls.key, cfg->tls.cert);
 		else if (encrypted)

@@ -17,9 +17,19 @@
  *           client-final-message.
  *   mode 2  the same with a mock verifier (unknown user).
  *   mode 3  auth_scram_parse_verifier() on the rest, as NUL-terminated text.
+ *   mode 4  (byte 0 exactly 4; every other value v is mode v % 4 as above)
+ *           server over TLS: byte 1 holds options, then the length and the
+ *           two messages as in modes 1 and 2.  auth_scram_server_start_tls()
+ *           on the fuzzed client-first-message, with a fixed fake
+ *           tls-server-end-point hash, then auth_scram_server_finish() on
+ *           the fuzzed client-final-message.  Options: bit 0 the client
+ *           chose SCRAM-SHA-256-PLUS; bits 1-2 the hash length (32, 48, 64
+ *           bytes as SHA-256/384/512, or 1); bit 3 the mock verifier instead
+ *           of "pencil".
  *
  * With these fixed values the RFC 7677 messages are valid, so seeds reach the
- * success paths (signature and proof verified).
+ * success paths (signature and proof verified); the mode 4 seeds carry
+ * client-final-messages computed for the fake hash (tls_plus_*).
  *
  * PBKDF2 runs the server's iteration count, up to 10,000,000 (seconds per
  * input): server-first-messages whose trailing ",i=" asks for more than
@@ -27,8 +37,13 @@
  * cost, not a parse: iteration counts above the maximum are still passed.
  *
  * Checked: outputs are left untouched on failure (auth.h's convention) and
- * text outputs are NUL-terminated with *used bytes before the NUL.
+ * text outputs are NUL-terminated with *used bytes before the NUL.  Mode 4
+ * also checks the channel binding rules: an accepted client-first starts
+ * with "p=tls-server-end-point,," under -PLUS and with "n,," otherwise ("y"
+ * is a downgrade over TLS), and an accepted client-final starts with
+ * "c=" base64(gs2-header + hash) "," (the hash only under -PLUS).
  */
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +68,18 @@ static const uint8_t mock_secret[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 
                                         12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
                                         23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
+/* Mode 4's fake tls-server-end-point hash: byte i is 0xa5 ^ (37 * i), and a
+ * shorter hash is a prefix of it. */
+#define FUZZ_TLS_MODE       4
+#define FUZZ_CB_HEADER      "p=tls-server-end-point,,"
+#define FUZZ_CB_HEADER_LEN  (sizeof(FUZZ_CB_HEADER) - 1)
+#define FUZZ_CBIND_LENGTHS  4
+#define FUZZ_CBIND_ATTR_MAX (8 + (FUZZ_CB_HEADER_LEN + AUTH_SCRAM_CBIND_MAX + 2) / 3 * 4)
+static const size_t fuzz_cbind_lengths[FUZZ_CBIND_LENGTHS] = {32, 48, 64, 1};
+static uint8_t fuzz_cert_hash[AUTH_SCRAM_CBIND_MAX];
+/* "c=" base64(FUZZ_CB_HEADER + hash) "," per hash length; "c=biws," without -PLUS. */
+static char fuzz_plus_cbind_attr[FUZZ_CBIND_LENGTHS][FUZZ_CBIND_ATTR_MAX];
+
 /* Made once: the harness keeps no other state between inputs. */
 static auth_scram_verifier_t fuzz_verifier, fuzz_mock;
 static bool fuzz_ready;
@@ -67,6 +94,19 @@ static void fuzz_init(void)
 	fuzz_check(auth_scram_parse_verifier(text, &fuzz_verifier));
 	fuzz_check(
 	    auth_scram_mock_verifier("nobody", mock_secret, sizeof(mock_secret), 4096, &fuzz_mock));
+	for (size_t i = 0; i < sizeof(fuzz_cert_hash); i++)
+		fuzz_cert_hash[i] = (uint8_t)(0xa5 ^ (37 * i));
+	for (size_t k = 0; k < FUZZ_CBIND_LENGTHS; k++) {
+		uint8_t input[FUZZ_CB_HEADER_LEN + AUTH_SCRAM_CBIND_MAX];
+		size_t n = FUZZ_CB_HEADER_LEN + fuzz_cbind_lengths[k];
+		char *attr = fuzz_plus_cbind_attr[k];
+		memcpy(input, FUZZ_CB_HEADER, FUZZ_CB_HEADER_LEN);
+		memcpy(input + FUZZ_CB_HEADER_LEN, fuzz_cert_hash, fuzz_cbind_lengths[k]);
+		memcpy(attr, "c=", 2);
+		int b64_len = EVP_EncodeBlock((unsigned char *)attr + 2, input, (int)n);
+		fuzz_check(b64_len > 0 && (size_t)b64_len + 4 <= sizeof(fuzz_plus_cbind_attr[k]));
+		memcpy(attr + 2 + b64_len, ",", 2);
+	}
 	fuzz_ready = true;
 }
 
@@ -159,6 +199,64 @@ static void fuzz_server(const auth_scram_verifier_t *verifier, const char *first
 	auth_scram_server_clear(&s);
 }
 
+/* True when msg (len bytes) starts with the NUL-terminated prefix. */
+static bool fuzz_starts_with(const char *msg, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return len >= n && memcmp(msg, prefix, n) == 0;
+}
+
+/*
+ * Mode 4: the server side over TLS, where SCRAM-SHA-256-PLUS was offered;
+ * options as in the header comment.
+ */
+static void fuzz_server_tls(uint8_t options, const char *first, size_t first_len,
+                            const char *second, size_t second_len)
+{
+	static auth_scram_server_t s;
+	bool plus = (options & 1) != 0;
+	size_t cbind_index = (options >> 1) & 3;
+	size_t cbind_len = fuzz_cbind_lengths[cbind_index];
+	const auth_scram_verifier_t *verifier = (options & 8) ? &fuzz_mock : &fuzz_verifier;
+	char out[FUZZ_OUT_LEN];
+	size_t used;
+	bool ok, good;
+
+	fuzz_out_reset(out, &used);
+	ok = auth_scram_server_start_tls(&s, verifier, fuzz_cert_hash, cbind_len, plus, first,
+	                                 first_len, RFC_SERVER_NONCE, out, sizeof(out), &used);
+	fuzz_out_check(ok, out, used);
+	fuzz_check(s.state == (ok ? AUTH_SCRAM_SERVER_SENT_FIRST : AUTH_SCRAM_SERVER_FAILED));
+	if (ok) {
+		/* -PLUS binds; plain SCRAM-SHA-256 over TLS takes "n" only ("y": downgrade). */
+		fuzz_check(fuzz_starts_with(first, first_len, plus ? FUZZ_CB_HEADER : "n,,"));
+		fuzz_out_reset(out, &used);
+		good = false;
+		ok = auth_scram_server_finish(&s, second, second_len, out, sizeof(out), &used,
+		                              &good);
+		if (ok) {
+			const char *attr = plus ? fuzz_plus_cbind_attr[cbind_index] : "c=biws,";
+			fuzz_check(fuzz_starts_with(second, second_len, attr));
+			fuzz_check(s.state == AUTH_SCRAM_SERVER_DONE);
+		} else {
+			fuzz_check(s.state == AUTH_SCRAM_SERVER_FAILED);
+		}
+		if (ok && !good) {
+			fuzz_check(used == 0);
+			used = FUZZ_USED_SENTINEL;
+		}
+		fuzz_out_check(ok && good, out, used);
+		if (ok && good)
+			fuzz_check(!verifier->is_mock);
+		/* The exchange is over either way: a replay is refused. */
+		fuzz_out_reset(out, &used);
+		fuzz_check(!auth_scram_server_finish(&s, second, second_len, out, sizeof(out),
+		                                     &used, &good));
+		fuzz_out_check(false, out, used);
+	}
+	auth_scram_server_clear(&s);
+}
+
 static void fuzz_verifier_text(const uint8_t *data, size_t size)
 {
 	char *text = malloc(size + 1);
@@ -184,12 +282,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	fuzz_init();
-	uint8_t mode = data[0] % 4;
+	uint8_t mode = data[0] == FUZZ_TLS_MODE ? FUZZ_TLS_MODE : data[0] % 4;
 	data++;
 	size--;
 	if (mode == 3) {
 		fuzz_verifier_text(data, size);
 		return 0;
+	}
+	uint8_t options = 0;
+	if (mode == FUZZ_TLS_MODE) {
+		if (size < 1)
+			return 0;
+		options = data[0];
+		data++;
+		size--;
 	}
 	if (size < 2)
 		return 0;
@@ -207,6 +313,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(second, data + first_len, second_len);
 		if (mode == 0)
 			fuzz_client(first, first_len, second, second_len);
+		else if (mode == FUZZ_TLS_MODE)
+			fuzz_server_tls(options, first, first_len, second, second_len);
 		else
 			fuzz_server(mode == 1 ? &fuzz_verifier : &fuzz_mock, first, first_len,
 			            second, second_len);

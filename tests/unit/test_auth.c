@@ -8,6 +8,9 @@
 #include "proto/auth.h"
 
 #include <check.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -765,6 +768,484 @@ START_TEST(test_scram_make_verifier_checks_inputs)
 }
 END_TEST
 
+/* ---- SCRAM over TLS: channel binding (SCRAM-SHA-256-PLUS, RFC 5802 + RFC 5929) ---- */
+
+/*
+ * auth.c's own client never binds ("n,,"), so these tests play the client
+ * with a second implementation written straight from RFC 5802 section 3 on
+ * OpenSSL (PKCS5_PBKDF2_HMAC, HMAC, EVP_Digest, EVP_EncodeBlock); it is
+ * checked against the RFC 7677 vector first.  The server side holds the
+ * RFC verifier ("pencil", RFC salt, 4096 iterations).
+ */
+#define CB_HEADER        "p=tls-server-end-point,,"
+#define TLS_CLIENT_NONCE "fyko+d2lbbFgONRv9qkxdawL"
+#define TLS_SERVER_NONCE "3rfcNHYJY1ZVvWVs7j"
+#define TLS_FIRST_BARE   "n=,r=" TLS_CLIENT_NONCE
+#define USED_UNTOUCHED   ((size_t)4242)
+
+/* base64 (OpenSSL's encoder, not auth.c's) of n bytes into out, NUL-terminated. */
+static void test_b64(const void *in, size_t n, char *out, size_t outlen)
+{
+	ck_assert_uint_ge(outlen, (n + 2) / 3 * 4 + 1);
+	ck_assert_int_eq(EVP_EncodeBlock((unsigned char *)out, in, (int)n), (int)((n + 2) / 3 * 4));
+}
+
+static void test_hmac_sha256(const uint8_t *key, size_t key_len, const void *data, size_t len,
+                             uint8_t out[AUTH_SCRAM_KEY_LEN])
+{
+	unsigned int n = 0;
+	ck_assert_ptr_nonnull(HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n));
+	ck_assert_uint_eq(n, AUTH_SCRAM_KEY_LEN);
+}
+
+/*
+ * The client side of RFC 5802 section 3, given client-first-message-bare
+ * and the server's server-first-message "r=..,s=..,i=..": writes
+ * client-final-message "c=<base64(cbind_input)>,r=<nonce>,p=<proof>" for
+ * password, and the server-final-message "v=..." the server must answer.
+ * The proof covers whatever c= carries, so a server that refuses the
+ * message can only be refusing its channel binding.
+ */
+static void rfc5802_client_final(const char *password, const char *first_bare,
+                                 const char *server_first, const void *cbind_input,
+                                 size_t cbind_input_len, char *final, size_t final_len,
+                                 char *server_final, size_t server_final_len)
+{
+	const char *s_attr = strstr(server_first, ",s=");
+	const char *i_attr = strstr(server_first, ",i=");
+	ck_assert_msg(strncmp(server_first, "r=", 2) == 0 && s_attr != NULL && i_attr != NULL &&
+	                  s_attr < i_attr,
+	              "server-first was \"%s\"", server_first);
+	const char *nonce = server_first + 2;
+	int nonce_len = (int)(s_attr - nonce);
+	const char *salt_b64 = s_attr + 3;
+	int salt_b64_len = (int)(i_attr - salt_b64);
+	uint8_t salt[AUTH_SCRAM_SALT_MAX + 3];
+	ck_assert_int_le(salt_b64_len / 4 * 3, (int)sizeof(salt));
+	int salt_len = EVP_DecodeBlock(salt, (const unsigned char *)salt_b64, salt_b64_len);
+	ck_assert_int_gt(salt_len, 0);
+	for (int k = salt_b64_len - 1; k >= 0 && salt_b64[k] == '='; k--)
+		salt_len--; /* EVP_DecodeBlock counts the padding as zero bytes */
+	int iterations = atoi(i_attr + 3);
+	ck_assert_int_gt(iterations, 0);
+
+	uint8_t salted[AUTH_SCRAM_KEY_LEN], client_key[AUTH_SCRAM_KEY_LEN];
+	uint8_t stored_key[AUTH_SCRAM_KEY_LEN], server_key[AUTH_SCRAM_KEY_LEN];
+	uint8_t client_signature[AUTH_SCRAM_KEY_LEN], server_signature[AUTH_SCRAM_KEY_LEN];
+	unsigned int digest_len = 0;
+	ck_assert_int_eq(PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, salt_len,
+	                                   iterations, EVP_sha256(), AUTH_SCRAM_KEY_LEN, salted),
+	                 1);
+	test_hmac_sha256(salted, sizeof(salted), "Client Key", 10, client_key);
+	ck_assert_int_eq(
+	    EVP_Digest(client_key, sizeof(client_key), stored_key, &digest_len, EVP_sha256(), NULL),
+	    1);
+	test_hmac_sha256(salted, sizeof(salted), "Server Key", 10, server_key);
+
+	char cbind_b64[256];
+	test_b64(cbind_input, cbind_input_len, cbind_b64, sizeof(cbind_b64));
+	int no_proof_len = snprintf(final, final_len, "c=%s,r=%.*s", cbind_b64, nonce_len, nonce);
+	ck_assert(no_proof_len > 0 && (size_t)no_proof_len < final_len);
+
+	/* AuthMessage = client-first-bare "," server-first "," client-final-without-proof */
+	char auth_message[3 * BUF_LEN];
+	int auth_len = snprintf(auth_message, sizeof(auth_message), "%s,%s,%s", first_bare,
+	                        server_first, final);
+	ck_assert(auth_len > 0 && (size_t)auth_len < sizeof(auth_message));
+	test_hmac_sha256(stored_key, sizeof(stored_key), auth_message, (size_t)auth_len,
+	                 client_signature);
+	test_hmac_sha256(server_key, sizeof(server_key), auth_message, (size_t)auth_len,
+	                 server_signature);
+
+	uint8_t proof[AUTH_SCRAM_KEY_LEN];
+	char b64[64];
+	for (size_t k = 0; k < sizeof(proof); k++)
+		proof[k] = client_key[k] ^ client_signature[k];
+	test_b64(proof, sizeof(proof), b64, sizeof(b64));
+	int n = snprintf(final + no_proof_len, final_len - (size_t)no_proof_len, ",p=%s", b64);
+	ck_assert(n > 0 && (size_t)n < final_len - (size_t)no_proof_len);
+	test_b64(server_signature, sizeof(server_signature), b64, sizeof(b64));
+	n = snprintf(server_final, server_final_len, "v=%s", b64);
+	ck_assert(n > 0 && (size_t)n < server_final_len);
+}
+
+/* A stand-in for a certificate's tls-server-end-point hash: md("fake cert"). */
+static size_t fake_cert_hash(const EVP_MD *md, uint8_t out[AUTH_SCRAM_CBIND_MAX])
+{
+	static const char der[] = "a certificate the client saw in its TLS handshake";
+	unsigned int n = 0;
+	ck_assert_int_eq(EVP_Digest(der, sizeof(der) - 1, out, &n, md, NULL), 1);
+	ck_assert_uint_le(n, AUTH_SCRAM_CBIND_MAX);
+	return n;
+}
+
+typedef struct {
+	bool started;         /* auth_scram_server_start_tls accepted client-first */
+	bool parsed;          /* auth_scram_server_finish returned true */
+	bool ok;              /* ... and accepted the proof */
+	bool signature_right; /* ... and answered the v= the client expects */
+	auth_scram_server_state_t state;
+} tls_exchange_t;
+
+/*
+ * One exchange over a TLS connection whose tls-server-end-point data is
+ * (cbind, cbind_len); plus: the client chose SCRAM-SHA-256-PLUS.  The
+ * client sends gs2_header + TLS_FIRST_BARE, then a client-final whose c=
+ * is base64(client_header + client_data) (client_header NULL: gs2_header)
+ * with a proof for password.  Also checks auth.h's conventions on the way:
+ * outputs untouched on failure, a refused exchange stays refused.
+ */
+static tls_exchange_t run_tls_exchange(const uint8_t *cbind, size_t cbind_len, bool plus,
+                                       const char *gs2_header, const char *client_header,
+                                       const uint8_t *client_data, size_t client_data_len,
+                                       const char *password)
+{
+	tls_exchange_t r = {0};
+	auth_scram_verifier_t v;
+	auth_scram_server_t s = {0};
+	char first[BUF_LEN], out[BUF_LEN], final[BUF_LEN], expected_final[BUF_LEN];
+	uint8_t cbind_input[AUTH_SCRAM_GS2_HEADER_MAX + AUTH_SCRAM_CBIND_MAX + 8];
+	size_t used = USED_UNTOUCHED;
+	bool ok = false;
+
+	ck_assert(auth_scram_parse_verifier(RFC_VERIFIER, &v));
+	int first_len = snprintf(first, sizeof(first), "%s" TLS_FIRST_BARE, gs2_header);
+	ck_assert(first_len > 0 && (size_t)first_len < sizeof(first));
+	memset(out, SENTINEL, sizeof(out));
+	r.started =
+	    auth_scram_server_start_tls(&s, &v, cbind, cbind_len, plus, first, (size_t)first_len,
+	                                TLS_SERVER_NONCE, out, sizeof(out), &used);
+	r.state = s.state;
+	if (!r.started) {
+		ck_assert_msg(untouched(out, sizeof(out)), "server-first written on refusal");
+		ck_assert_uint_eq(used, USED_UNTOUCHED);
+		ck_assert_int_eq(s.state, AUTH_SCRAM_SERVER_FAILED);
+		ck_assert(!auth_scram_server_finish(&s, "c=biws,r=x,p=x", 14, out, sizeof(out),
+		                                    &used, &ok));
+		return r;
+	}
+	ck_assert_int_eq(s.state, AUTH_SCRAM_SERVER_SENT_FIRST);
+	ck_assert_uint_eq(used, strlen(out));
+	ck_assert_msg(strncmp(out, "r=" TLS_CLIENT_NONCE TLS_SERVER_NONCE ",s=", 2 + 24 + 18 + 3) ==
+	                  0,
+	              "server-first was \"%s\"", out);
+
+	const char *header = client_header != NULL ? client_header : gs2_header;
+	size_t header_len = strlen(header);
+	ck_assert_uint_le(header_len + client_data_len, sizeof(cbind_input));
+	memcpy(cbind_input, header, header_len);
+	if (client_data_len > 0)
+		memcpy(cbind_input + header_len, client_data, client_data_len);
+	rfc5802_client_final(password, TLS_FIRST_BARE, out, cbind_input,
+	                     header_len + client_data_len, final, sizeof(final), expected_final,
+	                     sizeof(expected_final));
+
+	memset(out, SENTINEL, sizeof(out));
+	used = USED_UNTOUCHED;
+	r.parsed = auth_scram_server_finish(&s, final, strlen(final), out, sizeof(out), &used, &ok);
+	r.state = s.state;
+	r.ok = r.parsed && ok;
+	if (!r.parsed) {
+		ck_assert_msg(untouched(out, sizeof(out)), "server-final written on refusal");
+		ck_assert_uint_eq(used, USED_UNTOUCHED);
+		ck_assert_int_eq(s.state, AUTH_SCRAM_SERVER_FAILED);
+	} else if (!ok) {
+		ck_assert_msg(untouched(out, sizeof(out)),
+		              "server-final written for a wrong proof");
+		ck_assert_uint_eq(used, 0);
+	} else {
+		ck_assert_uint_eq(used, strlen(out));
+		r.signature_right = strcmp(out, expected_final) == 0;
+	}
+	/* Whatever happened, the exchange is over: a replay is refused. */
+	ck_assert(
+	    !auth_scram_server_finish(&s, final, strlen(final), out, sizeof(out), &used, &ok));
+	auth_scram_server_clear(&s);
+	return r;
+}
+
+START_TEST(test_scram_test_client_matches_rfc7677)
+{
+	char final[BUF_LEN], server_final[BUF_LEN];
+
+	/* The test's own client, on the RFC 7677 exchange (gs2 "n,,", no binding). */
+	rfc5802_client_final(RFC_PASSWORD, "n=user,r=" RFC_CLIENT_NONCE, RFC_SERVER_FIRST, "n,,", 3,
+	                     final, sizeof(final), server_final, sizeof(server_final));
+	ck_assert_str_eq(final, RFC_CLIENT_FINAL);
+	ck_assert_str_eq(server_final, RFC_SERVER_FINAL);
+}
+END_TEST
+
+START_TEST(test_scram_plus_right_binding_succeeds)
+{
+	/* tls-server-end-point hashes with the certificate's own digest (RFC 5929 4.1). */
+	const EVP_MD *const mds[] = {EVP_sha256(), EVP_sha384(), EVP_sha512()};
+	uint8_t hash[AUTH_SCRAM_CBIND_MAX];
+
+	for (size_t i = 0; i < sizeof(mds) / sizeof(mds[0]); i++) {
+		size_t n = fake_cert_hash(mds[i], hash);
+		tls_exchange_t r =
+		    run_tls_exchange(hash, n, true, CB_HEADER, NULL, hash, n, RFC_PASSWORD);
+		ck_assert_msg(r.started, "client-first refused with a %zu-byte hash", n);
+		ck_assert_msg(r.parsed, "client-final refused with the right %zu-byte binding", n);
+		ck_assert_msg(r.ok, "proof refused with the right %zu-byte binding", n);
+		ck_assert_msg(r.signature_right, "wrong server signature (%zu-byte binding)", n);
+		ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_DONE);
+	}
+
+	/* Right binding, wrong password: parsed, proof refused (28P01, not 08P01). */
+	size_t n = fake_cert_hash(EVP_sha256(), hash);
+	tls_exchange_t r = run_tls_exchange(hash, n, true, CB_HEADER, NULL, hash, n, "pencil2");
+	ck_assert(r.started);
+	ck_assert(r.parsed);
+	ck_assert(!r.ok);
+	ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_DONE);
+}
+END_TEST
+
+START_TEST(test_scram_plus_wrong_binding_refused)
+{
+	uint8_t hash[AUTH_SCRAM_CBIND_MAX], other[AUTH_SCRAM_CBIND_MAX + 1];
+	size_t n = fake_cert_hash(EVP_sha256(), hash);
+	const struct {
+		const char *what;
+		const char *header; /* gs2 header inside c=; NULL: the client-first's */
+		size_t data_len;    /* bytes of the hash (then a 0x00) that follow it */
+		size_t flip_at;     /* index of a byte to change, or SIZE_MAX */
+	} cases[] = {
+	    {"first byte changed", NULL, n, 0},
+	    {"last byte changed", NULL, n, n - 1},
+	    {"one byte short", NULL, n - 1, SIZE_MAX},
+	    {"one byte extra", NULL, n + 1, SIZE_MAX},
+	    {"no binding data", NULL, 0, SIZE_MAX},
+	    {"\"n,,\" header in c=", "n,,", n, SIZE_MAX},
+	    {"\"y,,\" header in c=", "y,,", n, SIZE_MAX},
+	    {"other cb-name in c=", "p=tls-unique,,", n, SIZE_MAX},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(other, hash, n);
+		other[n] = 0x00;
+		if (cases[i].flip_at != SIZE_MAX)
+			other[cases[i].flip_at] ^= 0x01;
+		tls_exchange_t r = run_tls_exchange(hash, n, true, CB_HEADER, cases[i].header,
+		                                    other, cases[i].data_len, RFC_PASSWORD);
+		ck_assert_msg(r.started, "%s: client-first refused", cases[i].what);
+		ck_assert_msg(!r.parsed, "%s: client-final with a wrong binding accepted",
+		              cases[i].what);
+		ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_FAILED);
+	}
+
+	/* The certificate hashed with another digest: a different certificate to us. */
+	size_t n384 = fake_cert_hash(EVP_sha384(), other);
+	tls_exchange_t r =
+	    run_tls_exchange(hash, n, true, CB_HEADER, NULL, other, n384, RFC_PASSWORD);
+	ck_assert(r.started);
+	ck_assert_msg(!r.parsed, "a SHA-384 binding accepted for a SHA-256 certificate hash");
+}
+END_TEST
+
+START_TEST(test_scram_tls_y_flag_refused_as_downgrade)
+{
+	uint8_t hash[AUTH_SCRAM_CBIND_MAX];
+	size_t n = fake_cert_hash(EVP_sha256(), hash);
+
+	/* Without TLS "y" is fine: -PLUS was never offered. */
+	ck_assert(server_accepts_client_first("y,," TLS_FIRST_BARE, strlen("y,," TLS_FIRST_BARE)));
+
+	/* Over TLS -PLUS was offered: "y" means it was stripped on the way. */
+	tls_exchange_t r = run_tls_exchange(hash, n, false, "y,,", NULL, NULL, 0, RFC_PASSWORD);
+	ck_assert_msg(!r.started, "\"y\" over TLS (SCRAM-SHA-256) accepted: a downgrade");
+	ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_FAILED);
+	r = run_tls_exchange(hash, n, true, "y,,", NULL, NULL, 0, RFC_PASSWORD);
+	ck_assert_msg(!r.started, "\"y\" with SCRAM-SHA-256-PLUS accepted");
+	ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_FAILED);
+}
+END_TEST
+
+START_TEST(test_scram_tls_p_flag_needs_plus_mechanism)
+{
+	uint8_t hash[AUTH_SCRAM_CBIND_MAX];
+	size_t n = fake_cert_hash(EVP_sha256(), hash);
+
+	/* "p" under mechanism SCRAM-SHA-256: the client and the mechanism disagree. */
+	tls_exchange_t r = run_tls_exchange(hash, n, false, CB_HEADER, NULL, hash, n, RFC_PASSWORD);
+	ck_assert_msg(!r.started, "gs2 flag \"p\" accepted with mechanism SCRAM-SHA-256");
+	ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_FAILED);
+	/* And "n" under SCRAM-SHA-256-PLUS: -PLUS promised a binding. */
+	r = run_tls_exchange(hash, n, true, "n,,", NULL, NULL, 0, RFC_PASSWORD);
+	ck_assert_msg(!r.started, "gs2 flag \"n\" accepted with mechanism SCRAM-SHA-256-PLUS");
+	ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_FAILED);
+}
+END_TEST
+
+START_TEST(test_scram_tls_n_flag_without_plus_succeeds)
+{
+	uint8_t hash[AUTH_SCRAM_CBIND_MAX];
+	size_t n = fake_cert_hash(EVP_sha256(), hash);
+
+	tls_exchange_t r = run_tls_exchange(hash, n, false, "n,,", NULL, NULL, 0, RFC_PASSWORD);
+	ck_assert_msg(r.started, "\"n\" with SCRAM-SHA-256 over TLS refused");
+	ck_assert_msg(r.parsed, "c=biws refused over TLS without -PLUS");
+	ck_assert(r.ok);
+	ck_assert(r.signature_right);
+	ck_assert_int_eq(r.state, AUTH_SCRAM_SERVER_DONE);
+
+	/* Without -PLUS the certificate hash is not part of c=: appending it is wrong. */
+	r = run_tls_exchange(hash, n, false, "n,,", NULL, hash, n, RFC_PASSWORD);
+	ck_assert(r.started);
+	ck_assert_msg(!r.parsed, "binding data accepted after gs2 flag \"n\"");
+
+	/* auth.c's own client (a libpq-like "n,,") logs in over TLS too. */
+	auth_scram_verifier_t v;
+	auth_scram_server_t s = {0};
+	auth_scram_client_t c = {0};
+	char msg[BUF_LEN], reply[BUF_LEN];
+	size_t msg_len, reply_len;
+	bool ok = false;
+	ck_assert(auth_scram_parse_verifier(RFC_VERIFIER, &v));
+	ck_assert(
+	    auth_scram_client_start(&c, NULL, RFC_PASSWORD, NULL, msg, sizeof(msg), &msg_len));
+	ck_assert(auth_scram_server_start_tls(&s, &v, hash, n, false, msg, msg_len, NULL, reply,
+	                                      sizeof(reply), &reply_len));
+	ck_assert(auth_scram_client_continue(&c, reply, reply_len, msg, sizeof(msg), &msg_len));
+	ck_assert(
+	    auth_scram_server_finish(&s, msg, msg_len, reply, sizeof(reply), &reply_len, &ok));
+	ck_assert(ok);
+	ck_assert(auth_scram_client_finish(&c, reply, reply_len));
+	auth_scram_client_clear(&c);
+	auth_scram_server_clear(&s);
+}
+END_TEST
+
+/* start_tls on an exact-size heap copy of msg (len bytes): ASan sees any overread. */
+static bool server_tls_accepts_client_first(const uint8_t *cbind, size_t cbind_len, bool plus,
+                                            const char *msg, size_t len)
+{
+	auth_scram_verifier_t v;
+	auth_scram_server_t s = {0};
+	char out[BUF_LEN];
+	size_t used = USED_UNTOUCHED;
+	char *copy = malloc(len > 0 ? len : 1);
+
+	ck_assert_ptr_nonnull(copy);
+	memcpy(copy, msg, len);
+	ck_assert(auth_scram_parse_verifier(RFC_VERIFIER, &v));
+	memset(out, SENTINEL, sizeof(out));
+	bool accepted = auth_scram_server_start_tls(&s, &v, cbind, cbind_len, plus, copy, len,
+	                                            TLS_SERVER_NONCE, out, sizeof(out), &used);
+	free(copy);
+	if (!accepted) {
+		ck_assert(untouched(out, sizeof(out)));
+		ck_assert_uint_eq(used, USED_UNTOUCHED);
+		ck_assert_int_eq(s.state, AUTH_SCRAM_SERVER_FAILED);
+	}
+	auth_scram_server_clear(&s);
+	return accepted;
+}
+
+START_TEST(test_scram_tls_malformed_gs2_headers_refused)
+{
+	static const char *const bad[] = {
+	    "p",
+	    "p=",
+	    "p,,n=,r=abc",
+	    "p=,,n=,r=abc",
+	    "p=tls-server-end-point",
+	    "p=tls-server-end-point,",
+	    "p=tls-server-end-point,,",
+	    "p=tls-server-end-point,n=,r=abc",         /* one comma */
+	    "p=tls-server-end-point+,n=,r=abc",        /* a byte, then one comma */
+	    "p=tls-server-end-point,xn=,r=abc",        /* one comma, then a byte */
+	    "p=tls-server-end-point,,,n=,r=abc",       /* three commas */
+	    "p=tls-server-end-pointx,,n=,r=abc",       /* longer cb-name */
+	    "p=tls-server-end-poin,,n=,r=abc",         /* shorter cb-name */
+	    "p=tls-server-end-poinT,,n=,r=abc",        /* last char */
+	    "p=TLS-SERVER-END-POINT,,n=,r=abc",        /* case */
+	    "p=tls-unique,,n=,r=abc",                  /* RFC 5929 tls-unique: not offered */
+	    "p=tls-exporter,,n=,r=abc",                /* RFC 9266: not offered */
+	    "P=tls-server-end-point,,n=,r=abc",        /* flag case */
+	    "pp=tls-server-end-point,,n=,r=abc",       /* flag twice */
+	    "p:tls-server-end-point,,n=,r=abc",        /* no '=' */
+	    " p=tls-server-end-point,,n=,r=abc",       /* leading space */
+	    "p=tls-server-end-point,a=admin,n=,r=abc", /* authzid */
+	    "p=tls-server-end-point,a=,n=,r=abc",      /* empty authzid */
+	    "p=tls-server-end-point,,m=ext,n=,r=abc",  /* reserved mext */
+	    "p=tls-server-end-point,,n=,r=",           /* empty nonce */
+	    "p=tls-server-end-point,,n=,r=a,b",        /* broken extension */
+	    "p=tls-server-end-point,,r=abc",           /* missing user */
+	    ",,n=,r=abc",                              /* no flag */
+	    "n=tls-server-end-point,,n=,r=abc",
+	    "y=tls-server-end-point,,n=,r=abc",
+	    "n,n=,r=abc",
+	    "y,n=,r=abc",
+	    "nx,n=,r=abc",
+	    "n,xn=,r=abc",
+	    "x,,n=,r=abc",
+	};
+	uint8_t hash[AUTH_SCRAM_CBIND_MAX];
+	size_t n = fake_cert_hash(EVP_sha256(), hash);
+
+	/* The shape these all break is accepted (so refusals are about the header). */
+	ck_assert(server_tls_accepts_client_first(hash, n, true, CB_HEADER "n=,r=abc",
+	                                          strlen(CB_HEADER "n=,r=abc")));
+	ck_assert(server_tls_accepts_client_first(hash, n, false, "n,,n=,r=abc", 11));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		for (int plus = 0; plus <= 1; plus++)
+			ck_assert_msg(
+			    !server_tls_accepts_client_first(hash, n, plus, bad[i], strlen(bad[i])),
+			    "accepted client-first \"%s\" (plus %d)", bad[i], plus);
+
+	/* Every truncation of a valid -PLUS client-first, down to nothing. */
+	static const char whole[] = CB_HEADER "n=,r=";
+	for (size_t len = 0; len < sizeof(whole); len++)
+		ck_assert_msg(!server_tls_accepts_client_first(hash, n, true, whole, len),
+		              "accepted a %zu-byte truncated client-first", len);
+	/* A NUL inside the cb-name, and a cb-name far longer than any header. */
+	static const char with_nul[] = "p=tls-server-end\0point,,n=,r=abc";
+	ck_assert(!server_tls_accepts_client_first(hash, n, true, with_nul, sizeof(with_nul) - 1));
+	char long_name[AUTH_SCRAM_MESSAGE_MAX];
+	int len = snprintf(long_name, sizeof(long_name), "p=tls-server-end-point%0*d,,n=,r=abc",
+	                   2 * AUTH_SCRAM_GS2_HEADER_MAX, 7);
+	ck_assert(!server_tls_accepts_client_first(hash, n, true, long_name, (size_t)len));
+}
+END_TEST
+
+START_TEST(test_scram_tls_checks_binding_data)
+{
+	auth_scram_verifier_t v;
+	auth_scram_server_t s = {0};
+	uint8_t big[AUTH_SCRAM_CBIND_MAX + 1];
+	char out[BUF_LEN];
+	size_t used;
+	const char *first = CB_HEADER TLS_FIRST_BARE;
+
+	memset(big, 0xab, sizeof(big));
+	ck_assert(auth_scram_parse_verifier(RFC_VERIFIER, &v));
+	ck_assert(!auth_scram_server_start_tls(NULL, &v, big, 32, true, first, strlen(first), NULL,
+	                                       out, sizeof(out), &used));
+	ck_assert(!auth_scram_server_start_tls(&s, &v, NULL, 32, true, first, strlen(first), NULL,
+	                                       out, sizeof(out), &used));
+	ck_assert_int_eq(s.state, AUTH_SCRAM_SERVER_FAILED);
+	ck_assert(!auth_scram_server_start_tls(&s, &v, NULL, 0, false, "n,,n=,r=abc", 11, NULL, out,
+	                                       sizeof(out), &used));
+	ck_assert(!auth_scram_server_start_tls(&s, &v, big, 0, true, first, strlen(first), NULL,
+	                                       out, sizeof(out), &used));
+	ck_assert(!auth_scram_server_start_tls(&s, &v, big, sizeof(big), true, first, strlen(first),
+	                                       NULL, out, sizeof(out), &used));
+	ck_assert_int_eq(s.state, AUTH_SCRAM_SERVER_FAILED);
+
+	/* The largest binding data (SHA-512) and a one-byte one both work end to end. */
+	tls_exchange_t r = run_tls_exchange(big, AUTH_SCRAM_CBIND_MAX, true, CB_HEADER, NULL, big,
+	                                    AUTH_SCRAM_CBIND_MAX, RFC_PASSWORD);
+	ck_assert(r.started && r.parsed && r.ok && r.signature_right);
+	r = run_tls_exchange(big, 1, true, CB_HEADER, NULL, big, 1, RFC_PASSWORD);
+	ck_assert(r.started && r.parsed && r.ok && r.signature_right);
+	r = run_tls_exchange(big, 1, true, CB_HEADER, NULL, big, 2, RFC_PASSWORD);
+	ck_assert(r.started && !r.parsed);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
 	Suite *suite = suite_create("auth");
@@ -798,6 +1279,18 @@ static Suite *auth_suite(void)
 	tcase_add_test(scram, test_scram_parse_verifier_rejects_malformed);
 	tcase_add_test(scram, test_scram_make_verifier_checks_inputs);
 	suite_add_tcase(suite, scram);
+
+	TCase *tls = tcase_create("scram_tls");
+	tcase_set_timeout(tls, 60);
+	tcase_add_test(tls, test_scram_test_client_matches_rfc7677);
+	tcase_add_test(tls, test_scram_plus_right_binding_succeeds);
+	tcase_add_test(tls, test_scram_plus_wrong_binding_refused);
+	tcase_add_test(tls, test_scram_tls_y_flag_refused_as_downgrade);
+	tcase_add_test(tls, test_scram_tls_p_flag_needs_plus_mechanism);
+	tcase_add_test(tls, test_scram_tls_n_flag_without_plus_succeeds);
+	tcase_add_test(tls, test_scram_tls_malformed_gs2_headers_refused);
+	tcase_add_test(tls, test_scram_tls_checks_binding_data);
+	suite_add_tcase(suite, tls);
 	return suite;
 }
 

@@ -3,9 +3,14 @@
  *
  * Most cases embed YAML and load it with config_load_string() under the
  * name "t.yaml", so an error's "t.yaml:LINE:" prefix can be asserted
- * exactly. Files are used only for config_load() itself and file: secrets.
+ * exactly. Files are used only for config_load() itself, file: secrets and
+ * the TLS files config_load() checks (keys and certificates made here with
+ * OpenSSL in a mkdtemp directory).
  */
 #include <check.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1260,6 +1265,377 @@ START_TEST(test_long_strings_refused)
 }
 END_TEST
 
+/* ---- TLS files, checked by config_load() only ---- */
+
+/*
+ * A mkdtemp directory of TLS files made with OpenSSL's C API for one test:
+ * an EC P-256 key with its self-signed certificate, a second key and
+ * certificate, an RSA key, the first key under a passphrase (PKCS#8 and
+ * traditional PEM), a file of both certificate and key, and junk.
+ */
+typedef struct {
+	char dir[64];
+	char cert[128], key[128]; /* a matching pair */
+	char other_cert[128], other_key[128];
+	char rsa_key[128];              /* another key type */
+	char encrypted_key[128];        /* key, PKCS#8 with a passphrase */
+	char encrypted_legacy_key[128]; /* key, "Proc-Type: 4,ENCRYPTED" */
+	char combined[128];             /* cert then key in one file */
+	char junk[128];                 /* not PEM */
+	char empty[128];
+	char missing[128]; /* never created */
+	char yaml[128];    /* the configuration file */
+} tls_files_t;
+
+static X509 *self_signed_cert(EVP_PKEY *key, const char *common_name)
+{
+	X509 *cert = X509_new();
+	ck_assert_ptr_nonnull(cert);
+	X509_NAME *name = X509_get_subject_name(cert);
+	ck_assert(X509_set_version(cert, 2) == 1 &&
+	          ASN1_INTEGER_set(X509_get_serialNumber(cert), 1) == 1 &&
+	          X509_gmtime_adj(X509_getm_notBefore(cert), 0) != NULL &&
+	          X509_gmtime_adj(X509_getm_notAfter(cert), 3600) != NULL &&
+	          X509_set_pubkey(cert, key) == 1 &&
+	          X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	                                     (const unsigned char *)common_name, -1, -1, 0) == 1 &&
+	          X509_set_issuer_name(cert, name) == 1 && X509_sign(cert, key, EVP_sha256()) > 0);
+	return cert;
+}
+
+static FILE *open_for_writing(const char *path)
+{
+	FILE *f = fopen(path, "w");
+	ck_assert_msg(f != NULL, "cannot write %s", path);
+	return f;
+}
+
+static void write_cert_pem(const char *path, X509 *cert)
+{
+	FILE *f = open_for_writing(path);
+	ck_assert(PEM_write_X509(f, cert) == 1);
+	fclose(f);
+}
+
+/* cipher NULL: a plain key; traditional: the pre-PKCS#8 "BEGIN EC PRIVATE KEY" form. */
+static void write_key_pem(const char *path, EVP_PKEY *key, const EVP_CIPHER *cipher,
+                          bool traditional)
+{
+	static unsigned char passphrase[] = "correct horse";
+	BIO *bio = BIO_new_file(path, "w");
+	int len = cipher ? (int)sizeof(passphrase) - 1 : 0;
+	ck_assert_msg(bio != NULL, "cannot write %s", path);
+	ck_assert(traditional
+	              ? PEM_write_bio_PrivateKey_traditional(
+	                    bio, key, cipher, cipher ? passphrase : NULL, len, NULL, NULL) == 1
+	              : PEM_write_bio_PrivateKey(bio, key, cipher, cipher ? passphrase : NULL, len,
+	                                         NULL, NULL) == 1);
+	BIO_free(bio);
+}
+
+static void write_text_file(const char *path, const char *text)
+{
+	FILE *f = open_for_writing(path);
+	ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+	fclose(f);
+}
+
+static void tls_files_make(tls_files_t *t)
+{
+	snprintf(t->dir, sizeof(t->dir), "/tmp/shardgate-test-tls-XXXXXX");
+	ck_assert_msg(mkdtemp(t->dir) != NULL, "mkdtemp failed");
+#define TLS_PATH(field, name) snprintf(t->field, sizeof(t->field), "%s/" name, t->dir)
+	TLS_PATH(cert, "server.crt");
+	TLS_PATH(key, "server.key");
+	TLS_PATH(other_cert, "other.crt");
+	TLS_PATH(other_key, "other.key");
+	TLS_PATH(rsa_key, "rsa.key");
+	TLS_PATH(encrypted_key, "encrypted.key");
+	TLS_PATH(encrypted_legacy_key, "encrypted-legacy.key");
+	TLS_PATH(combined, "combined.pem");
+	TLS_PATH(junk, "junk.pem");
+	TLS_PATH(empty, "empty.pem");
+	TLS_PATH(missing, "missing.pem");
+	TLS_PATH(yaml, "shardmap.yaml");
+#undef TLS_PATH
+
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	EVP_PKEY *other_key = EVP_EC_gen("P-256");
+	EVP_PKEY *rsa_key = EVP_RSA_gen(2048);
+	ck_assert(key != NULL && other_key != NULL && rsa_key != NULL);
+	X509 *cert = self_signed_cert(key, "shardgate test");
+	X509 *other_cert = self_signed_cert(other_key, "someone else");
+
+	write_cert_pem(t->cert, cert);
+	write_key_pem(t->key, key, NULL, false);
+	write_cert_pem(t->other_cert, other_cert);
+	write_key_pem(t->other_key, other_key, NULL, false);
+	write_key_pem(t->rsa_key, rsa_key, NULL, false);
+	write_key_pem(t->encrypted_key, key, EVP_aes_256_cbc(), false);
+	write_key_pem(t->encrypted_legacy_key, key, EVP_aes_256_cbc(), true);
+	FILE *f = open_for_writing(t->combined);
+	ck_assert(PEM_write_X509(f, cert) == 1 &&
+	          PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1);
+	fclose(f);
+	write_text_file(t->junk, "this is not PEM\n");
+	write_text_file(t->empty, "");
+
+	X509_free(cert);
+	X509_free(other_cert);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(other_key);
+	EVP_PKEY_free(rsa_key);
+}
+
+static void tls_files_remove(tls_files_t *t)
+{
+	const char *const files[] = {t->cert,
+	                             t->key,
+	                             t->other_cert,
+	                             t->other_key,
+	                             t->rsa_key,
+	                             t->encrypted_key,
+	                             t->encrypted_legacy_key,
+	                             t->combined,
+	                             t->junk,
+	                             t->empty,
+	                             t->yaml};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		unlink(files[i]);
+	ck_assert_msg(rmdir(t->dir) == 0, "%s left behind", t->dir);
+}
+
+/* Writes yaml to t->yaml and config_load()s it; the file must load. */
+static config_t *load_file_ok(const tls_files_t *t, const char *yaml)
+{
+	config_t *config = NULL;
+	char err[1024] = "";
+
+	write_text_file(t->yaml, yaml);
+	ck_assert_msg(config_load(t->yaml, &config, err, sizeof(err)),
+	              "expected the file to load, got error: %s", err);
+	ck_assert_ptr_nonnull(config);
+	return config;
+}
+
+/*
+ * Writes yaml to t->yaml and config_load()s it; it must be refused with
+ * "<t->yaml>:<line>: <message>" where message starts with `message` (the
+ * whole error when exact) and the output pointer is left untouched.
+ */
+static void expect_file_error(const tls_files_t *t, const char *yaml, int line, const char *message,
+                              bool exact)
+{
+	config_t *config = &sentinel_config;
+	char err[1024] = "", expected[1024];
+
+	write_text_file(t->yaml, yaml);
+	snprintf(expected, sizeof(expected), "%s:%d: %s", t->yaml, line, message);
+	ck_assert_msg(!config_load(t->yaml, &config, err, sizeof(err)),
+	              "expected \"%s\", but the file loaded", expected);
+	ck_assert_msg(config == &sentinel_config, "the output pointer was written on error");
+	if (exact)
+		ck_assert_str_eq(err, expected);
+	else
+		ck_assert_msg(strncmp(err, expected, strlen(expected)) == 0,
+		              "expected an error starting with \"%s\", got \"%s\"", expected, err);
+}
+
+/* MINIMAL (3 lines), then tls: on line 4, mode 5, cert 6, key 7, ciphers 8. */
+static void tls_yaml(char *out, size_t size, const char *mode, const char *cert, const char *key,
+                     const char *ciphers)
+{
+	int n =
+	    snprintf(out, size, MINIMAL "tls:\n  mode: %s\n  cert: \"%s\"\n  key: \"%s\"\n%s%s%s",
+	             mode, cert, key, ciphers ? "  ciphers: \"" : "", ciphers ? ciphers : "",
+	             ciphers ? "\"\n" : "");
+	ck_assert(n > 0 && (size_t)n < size);
+}
+
+/* MINIMAL, then backend: on line 4, tls 5, ca_file 6. */
+static void backend_yaml(char *out, size_t size, const char *tls, const char *ca_file)
+{
+	int n =
+	    snprintf(out, size, MINIMAL "backend:\n  tls: %s\n%s%s%s", tls,
+	             ca_file ? "  ca_file: \"" : "", ca_file ? ca_file : "", ca_file ? "\"\n" : "");
+	ck_assert(n > 0 && (size_t)n < size);
+}
+
+START_TEST(test_tls_files_load)
+{
+	tls_files_t t;
+	char yaml[2048];
+	config_t *c;
+
+	tls_files_make(&t);
+	tls_yaml(yaml, sizeof(yaml), "require", t.cert, t.key, NULL);
+	c = load_file_ok(&t, yaml);
+	ck_assert_int_eq(c->tls.mode, TLS_REQUIRE);
+	ck_assert_str_eq(c->tls.cert, t.cert);
+	ck_assert_str_eq(c->tls.key, t.key);
+	config_free(c);
+
+	tls_yaml(yaml, sizeof(yaml), "allow", t.cert, t.key, "HIGH:!aNULL");
+	c = load_file_ok(&t, yaml);
+	ck_assert_int_eq(c->tls.mode, TLS_ALLOW);
+	ck_assert_str_eq(c->tls.ciphers, "HIGH:!aNULL");
+	config_free(c);
+
+	/* One PEM file holding the certificate and its key serves as both. */
+	tls_yaml(yaml, sizeof(yaml), "require", t.combined, t.combined, NULL);
+	config_free(load_file_ok(&t, yaml));
+
+	/* tls.mode disable: the files are not looked at. */
+	tls_yaml(yaml, sizeof(yaml), "disable", t.missing, t.junk, NULL);
+	config_free(load_file_ok(&t, yaml));
+
+	for (int i = 0; i < 2; i++) {
+		backend_yaml(yaml, sizeof(yaml), i == 0 ? "verify-ca" : "verify-full", t.cert);
+		c = load_file_ok(&t, yaml);
+		ck_assert_int_eq(c->backend.tls,
+		                 i == 0 ? BACKEND_TLS_VERIFY_CA : BACKEND_TLS_VERIFY_FULL);
+		ck_assert_str_eq(c->backend.ca_file, t.cert);
+		config_free(c);
+	}
+	/* Modes that verify nothing do not need (or open) a CA file. */
+	backend_yaml(yaml, sizeof(yaml), "require", NULL);
+	config_free(load_file_ok(&t, yaml));
+	backend_yaml(yaml, sizeof(yaml), "prefer", t.missing);
+	config_free(load_file_ok(&t, yaml));
+
+	/* config_load_string() never opens files (tests, fuzzing). */
+	tls_yaml(yaml, sizeof(yaml), "require", t.missing, t.missing, NULL);
+	config_free(load_ok(yaml));
+	backend_yaml(yaml, sizeof(yaml), "verify-full", t.missing);
+	config_free(load_ok(yaml));
+	tls_files_remove(&t);
+}
+END_TEST
+
+START_TEST(test_tls_cert_file_errors)
+{
+	tls_files_t t;
+	char yaml[2048], message[1024];
+
+	tls_files_make(&t);
+	tls_yaml(yaml, sizeof(yaml), "require", t.missing, t.key, NULL);
+	snprintf(message, sizeof(message), "tls.cert: %s: No such file or directory", t.missing);
+	expect_file_error(&t, yaml, 6, message, true);
+
+	/* Not PEM, empty, and a PEM key where the certificate should be. */
+	const char *const not_certs[] = {t.junk, t.empty, t.key};
+	for (size_t i = 0; i < sizeof(not_certs) / sizeof(not_certs[0]); i++) {
+		tls_yaml(yaml, sizeof(yaml), "require", not_certs[i], t.key, NULL);
+		snprintf(message, sizeof(message), "tls.cert: %s: not a PEM certificate (",
+		         not_certs[i]);
+		expect_file_error(&t, yaml, 6, message, false);
+	}
+	tls_files_remove(&t);
+}
+END_TEST
+
+START_TEST(test_tls_key_file_errors)
+{
+	tls_files_t t;
+	char yaml[2048], message[1024];
+
+	tls_files_make(&t);
+	tls_yaml(yaml, sizeof(yaml), "require", t.cert, t.missing, NULL);
+	snprintf(message, sizeof(message), "tls.key: %s: No such file or directory", t.missing);
+	expect_file_error(&t, yaml, 7, message, true);
+
+	const char *const not_keys[] = {t.junk, t.empty, t.cert};
+	for (size_t i = 0; i < sizeof(not_keys) / sizeof(not_keys[0]); i++) {
+		tls_yaml(yaml, sizeof(yaml), "require", t.cert, not_keys[i], NULL);
+		snprintf(message, sizeof(message), "tls.key: %s: not a PEM private key (",
+		         not_keys[i]);
+		expect_file_error(&t, yaml, 7, message, false);
+	}
+
+	/* Another key of the same type. */
+	tls_yaml(yaml, sizeof(yaml), "require", t.cert, t.other_key, NULL);
+	snprintf(message, sizeof(message), "tls.key: %s does not match the certificate %s",
+	         t.other_key, t.cert);
+	expect_file_error(&t, yaml, 7, message, true);
+	tls_yaml(yaml, sizeof(yaml), "require", t.other_cert, t.key, NULL);
+	snprintf(message, sizeof(message), "tls.key: %s does not match the certificate %s", t.key,
+	         t.other_cert);
+	expect_file_error(&t, yaml, 7, message, true);
+
+	/* A key of another type (RSA for an EC certificate) does not match it
+	 * either (OpenSSL loads it into a slot with no certificate). */
+	tls_yaml(yaml, sizeof(yaml), "require", t.cert, t.rsa_key, NULL);
+	snprintf(message, sizeof(message), "tls.key: %s does not match the certificate %s",
+	         t.rsa_key, t.cert);
+	expect_file_error(&t, yaml, 7, message, true);
+
+	/* The right key behind a passphrase, in both PEM forms: refused, not prompted for. */
+	const char *const encrypted[] = {t.encrypted_key, t.encrypted_legacy_key};
+	for (size_t i = 0; i < sizeof(encrypted) / sizeof(encrypted[0]); i++) {
+		tls_yaml(yaml, sizeof(yaml), "require", t.cert, encrypted[i], NULL);
+		snprintf(message, sizeof(message),
+		         "tls.key: %s: the key is protected by a passphrase (not supported)",
+		         encrypted[i]);
+		expect_file_error(&t, yaml, 7, message, true);
+	}
+	tls_files_remove(&t);
+}
+END_TEST
+
+START_TEST(test_tls_ciphers_must_name_a_cipher)
+{
+	tls_files_t t;
+	char yaml[2048];
+
+	tls_files_make(&t);
+	static const char *const none[] = {"NO-SUCH-CIPHER", "!ALL", "aNULL:!aNULL"};
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		char message[256];
+		tls_yaml(yaml, sizeof(yaml), "require", t.cert, t.key, none[i]);
+		snprintf(message, sizeof(message), "tls.ciphers: no usable cipher in \"%s\"",
+		         none[i]);
+		expect_file_error(&t, yaml, 8, message, true);
+	}
+	/* The cipher list is checked before the files (and without them). */
+	tls_yaml(yaml, sizeof(yaml), "require", t.missing, t.missing, "NO-SUCH-CIPHER");
+	expect_file_error(&t, yaml, 8, "tls.ciphers: no usable cipher in \"NO-SUCH-CIPHER\"", true);
+	tls_files_remove(&t);
+}
+END_TEST
+
+START_TEST(test_backend_verify_needs_ca_file)
+{
+	tls_files_t t;
+	char yaml[2048], message[1024];
+
+	tls_files_make(&t);
+	static const char *const modes[] = {"verify-ca", "verify-full"};
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		backend_yaml(yaml, sizeof(yaml), modes[i], NULL);
+		snprintf(message, sizeof(message), "backend.tls: %s needs backend.ca_file",
+		         modes[i]);
+		expect_file_error(&t, yaml, 5, message, true);
+		backend_yaml(yaml, sizeof(yaml), modes[i], "");
+		expect_file_error(&t, yaml, 5, message, true);
+
+		backend_yaml(yaml, sizeof(yaml), modes[i], t.missing);
+		snprintf(message, sizeof(message), "backend.ca_file: %s: No such file or directory",
+		         t.missing);
+		expect_file_error(&t, yaml, 6, message, true);
+
+		/* Readable, but no certificate in it. */
+		const char *const not_cas[] = {t.junk, t.empty, t.key};
+		for (size_t k = 0; k < sizeof(not_cas) / sizeof(not_cas[0]); k++) {
+			backend_yaml(yaml, sizeof(yaml), modes[i], not_cas[k]);
+			snprintf(message, sizeof(message),
+			         "backend.ca_file: %s: no PEM certificate (", not_cas[k]);
+			expect_file_error(&t, yaml, 6, message, false);
+		}
+	}
+	tls_files_remove(&t);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *suite = suite_create("config");
@@ -1305,6 +1681,16 @@ static Suite *config_suite(void)
 	tcase_add_test(errors, test_error_buffer_edge_cases);
 	tcase_add_test(errors, test_long_strings_refused);
 	suite_add_tcase(suite, errors);
+
+	/* RSA key generation and file writes: more than the default 4 s under ASan. */
+	TCase *tls_files = tcase_create("tls_files");
+	tcase_set_timeout(tls_files, 60);
+	tcase_add_test(tls_files, test_tls_files_load);
+	tcase_add_test(tls_files, test_tls_cert_file_errors);
+	tcase_add_test(tls_files, test_tls_key_file_errors);
+	tcase_add_test(tls_files, test_tls_ciphers_must_name_a_cipher);
+	tcase_add_test(tls_files, test_backend_verify_needs_ca_file);
+	suite_add_tcase(suite, tls_files);
 
 	tcase_add_test(tables, test_duplicate_table_names);
 	tcase_add_test(tables, test_default_placement);

@@ -42,7 +42,7 @@ set -u
 ALL_HARNESSES="fuzz_frontend fuzz_backend fuzz_scram fuzz_analyze fuzz_config"
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT="$ROOT/build/fuzz"
+OUT="${FUZZ_OUT:-$ROOT/build/fuzz}"
 
 seconds=30
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then

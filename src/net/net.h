@@ -4,9 +4,12 @@
  * Each worker thread owns an event loop, a listener (SO_REUSEPORT), its
  * clients, its server connections and its pools. A client lives on one
  * worker for its life and uses only that worker's server connections, so
- * nothing on the per-message path takes a lock. The only cross-thread
- * traffic is a CancelRequest that arrives on another worker's listener; it
- * is handed over through a small locked queue.
+ * nothing on the per-message path takes a lock. Cross-thread traffic is
+ * rare and goes through events activated from the other thread: a
+ * CancelRequest that arrives on another worker's listener (a small locked
+ * queue), a rebalance cut-over or a RELOAD (remap.c: each worker takes the
+ * new map at its next routing decision), an admin command that lists every
+ * worker's clients, servers or pools (admin.c), and a graceful shutdown.
  */
 #ifndef SHARDGATE_NET_H
 #define SHARDGATE_NET_H

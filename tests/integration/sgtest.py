@@ -290,6 +290,9 @@ class OwnProxy:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.1)
+        if self.proc.poll() is None:
+            self.proc.kill()  # never left behind
+            self.proc.wait()
         fail("proxy %s did not start; its log:\n%s" % (name, self.log_text()))
 
     def write(self, yaml, listen_port=None):

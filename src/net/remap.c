@@ -77,6 +77,22 @@ static struct {
 	int n_replaced;
 } st;
 
+/* A unit's spec read against the map `cur`: the unit, its pause view and
+ * the map after it moved. False with the reason (nothing left to free). */
+static bool unit_maps(const config_t *cur, const char *spec, rb_unit_t *u, config_t **view,
+		      config_t **next, char *err, size_t errlen)
+{
+	*view = *next = NULL;
+	if (rb_unit_parse(cur, spec, u, err, errlen) &&
+	    rb_config_apply(cur, u, true, view, err, errlen) &&
+	    rb_config_apply(cur, u, false, next, err, errlen))
+		return true;
+	rb_config_free(*view);
+	*view = NULL;
+	rb_unit_free(u);
+	return false;
+}
+
 static void retire(config_t *c)
 {
 	if (!c)
@@ -545,14 +561,9 @@ static void cmd_pause(client_t *c, int64_t version, const char *spec, int64_t ti
 	}
 	if (!st.phase) {
 		rb_unit_t u;
-		config_t *view = NULL, *next = NULL;
-		if (!rb_unit_parse(proxy.config, spec, &u, err, sizeof(err)) ||
-		    !rb_config_apply(proxy.config, &u, true, &view, err, sizeof(err)) ||
-		    !rb_config_apply(proxy.config, &u, false, &next, err, sizeof(err))) {
+		config_t *view, *next;
+		if (!unit_maps(proxy.config, spec, &u, &view, &next, err, sizeof(err))) {
 			pthread_mutex_unlock(&lock);
-			if (view)
-				rb_config_free(view);
-			rb_unit_free(&u);
 			proto_put_error(&c->out, "ERROR", "22023", err);
 			proto_put_ready(&c->out, 'I');
 			return;
@@ -609,14 +620,9 @@ static void cmd_switch(client_t *c, int64_t version, const char *spec)
 		/* Not paused here (restarted, or the pause was lost): the
 		 * unit is applied to the map in use, and settles as well. */
 		rb_unit_t u;
-		config_t *view = NULL;
-		if (!rb_unit_parse(proxy.config, spec, &u, err, sizeof(err)) ||
-		    !rb_config_apply(proxy.config, &u, true, &view, err, sizeof(err)) ||
-		    !rb_config_apply(proxy.config, &u, false, &next, err, sizeof(err))) {
+		config_t *view;
+		if (!unit_maps(proxy.config, spec, &u, &view, &next, err, sizeof(err))) {
 			pthread_mutex_unlock(&lock);
-			if (view)
-				rb_config_free(view);
-			rb_unit_free(&u);
 			proto_put_error(&c->out, "ERROR", "22023", err);
 			proto_put_ready(&c->out, 'I');
 			return;
@@ -911,15 +917,10 @@ const config_t *remap_recover(const config_t *loaded)
 			if (!moved && !held)
 				break;
 			rb_unit_t u;
-			config_t *view = NULL, *next = NULL;
-			if (!rb_unit_parse(cur, spec, &u, err, sizeof(err)) ||
-			    !rb_config_apply(cur, &u, true, &view, err, sizeof(err)) ||
-			    !rb_config_apply(cur, &u, false, &next, err, sizeof(err))) {
+			config_t *view, *next;
+			if (!unit_maps(cur, spec, &u, &view, &next, err, sizeof(err))) {
 				log_error("rebalance_recovery_failed",
 					  "\"unit\":%" PRId64 ",\"error\":\"%s\"", version, err);
-				if (view)
-					rb_config_free(view);
-				rb_unit_free(&u);
 				whole = false;
 				break;
 			}

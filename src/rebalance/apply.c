@@ -423,6 +423,14 @@ static bool load_run(ctx_t *x, const rb_plan_t *plan, unit_rec_t **out, int *n_o
 		for (int i = 0; i < n; i++) {
 			unit_rec_t *u = &units[i];
 			u->no = atoi(PQgetvalue(r, i, 0));
+			if ((size_t)PQgetlength(r, i, 1) >= sizeof(u->spec)) {
+				/* cut short, it could name other buckets or keys */
+				PQclear(r);
+				*out = units;
+				*n_out = i;
+				return fail(x, "bookkeeping unit %d: its spec is longer than %zu bytes",
+					    u->no, sizeof(u->spec) - 1);
+			}
 			snprintf(u->spec, sizeof(u->spec), "%s", PQgetvalue(r, i, 1));
 			snprintf(u->state, sizeof(u->state), "%s", PQgetvalue(r, i, 2));
 			u->rows = strtoll(PQgetvalue(r, i, 3), NULL, 10);
@@ -982,21 +990,32 @@ static bool update_directory(ctx_t *x, const rb_unit_t *un)
 	return ok;
 }
 
-/* Tells every proxy the unit's rows left the source. */
-static bool settle_proxies(ctx_t *x, const unit_rec_t *u)
+/* Sends cmd to every proxy, retrying each for up to SWITCH_RETRY_MS: a
+ * proxy that cannot be told keeps the unit's statements waiting, so the
+ * CLI insists before it gives up (then apply again finishes the job). */
+static bool tell_every_proxy(ctx_t *x, const unit_rec_t *u, const char *cmd, const char *what)
 {
-	char cmd[64], state[32];
-	snprintf(cmd, sizeof(cmd), "REBALANCE SETTLED %" PRId64, u->version);
+	char state[32];
 	for (int i = 0; i < x->o->n_proxies; i++) {
 		int64_t t0 = now_ms();
 		while (!proxy_command(x, i, cmd, state, sizeof(state))) {
 			if (now_ms() - t0 > SWITCH_RETRY_MS)
-				return fail(x, "unit %d: proxy %s did not take SETTLED (%s): run apply "
-					    "again", u->no, x->o->proxies[i], x->err);
+				return fail(x,
+					    "unit %d: proxy %s did not take %s (%s); it keeps the unit's "
+					    "statements waiting: run apply again",
+					    u->no, x->o->proxies[i], what, x->err);
 			sleep_ms(200);
 		}
 	}
 	return true;
+}
+
+/* Tells every proxy the unit's rows left the source. */
+static bool settle_proxies(ctx_t *x, const unit_rec_t *u)
+{
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "REBALANCE SETTLED %" PRId64, u->version);
+	return tell_every_proxy(x, u, cmd, "SETTLED");
 }
 
 /* The cut-over: true when the unit reached "switching". */
@@ -1076,19 +1095,10 @@ static bool switch_over(ctx_t *x, unit_rec_t *u, int64_t paused_at)
 	failpoint("rebalance_switching");
 	if (un->kind == RB_DIRECTORY && !update_directory(x, un))
 		return false;
-	char cmd[sizeof(u->spec) * 2 + 128], state[32];
+	char cmd[sizeof(u->spec) * 2 + 128];
 	proxy_spec_command(cmd, sizeof(cmd), "SWITCH", u);
-	for (int i = 0; i < x->o->n_proxies; i++) {
-		int64_t t0 = now_ms();
-		while (!proxy_command(x, i, cmd, state, sizeof(state))) {
-			if (now_ms() - t0 > SWITCH_RETRY_MS)
-				return fail(x,
-					    "unit %d: proxy %s did not switch (%s); it keeps the "
-					    "unit's statements waiting: run apply again",
-					    u->no, x->o->proxies[i], x->err);
-			sleep_ms(200);
-		}
-	}
+	if (!tell_every_proxy(x, u, cmd, "SWITCH"))
+		return false;
 	if (paused_at > 0)
 		u->pause_ms = (double)(now_ms() - paused_at);
 	return set_state(x, u, "switched", NULL);

@@ -37,6 +37,7 @@ import time
 import asyncpg
 import psycopg
 
+import sgtest  # noqa: E402
 from sgtest import check, check_eq, env, fail, free_port, note, run_parts
 
 SHARDGATE = env("SG_SHARDGATE")
@@ -99,48 +100,24 @@ def make_certificates():
 
 # --- proxies -----------------------------------------------------------------------------
 
-class Proxy:
-    """A proxy of the test's own with the configuration `yaml` (its listen
-    line added). Unlike sgtest.OwnProxy it only waits for the port: some of
-    these proxies are meant to fail every login."""
+class Proxy(sgtest.OwnProxy):
+    """A proxy of the test's own (sgtest.OwnProxy: it waits for the port
+    only, and some of these proxies are meant to fail every login), with
+    debug logs, remembered for the final clean-up."""
 
     def __init__(self, name, yaml):
         self.name = name
-        self.port = free_port()
-        self.cfg = os.path.join(WORK, name + ".yaml")
-        self.log_path = os.path.join(WORK, name + ".log")
-        with open(self.cfg, "w") as f:
-            f.write("listen: 127.0.0.1:%d\nworkers: 2\nlog: { level: debug }\n%s"
-                    % (self.port, yaml))
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([SHARDGATE, "-c", self.cfg], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        super().__init__(name, "workers: 2\nlog: { level: debug }\n" + yaml)
         proxies.append(self)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    fail("proxy %s did not start; its log:\n%s" % (name, self.log_text()))
-                time.sleep(0.05)
 
     def dsn(self, db="app", **extra):
-        s = "host=127.0.0.1 port=%d user=postgres dbname=%s connect_timeout=5" % (self.port, db)
+        s = super().dsn(db).replace("connect_timeout=3", "connect_timeout=5")
         for k, v in extra.items():
             s += " %s=%s" % (k, v)
         return s
 
-    def log_text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-        rc = self.proc.wait(timeout=30)
-        self.log.close()
+        rc = super().stop()
         if self in proxies:
             proxies.remove(self)
         check_eq(rc, 0, "proxy %s's exit status" % self.name)
